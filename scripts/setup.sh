@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One idempotent setup for a fresh Debian/Ubuntu machine (run as root): system packages, the Python venv
+# with pinned dependencies, generated config + secrets (var/ccpbx.toml), the Asterisk 22 root filesystem
+# (cached in /var/cache/ccpbx, built once per machine), the PostgreSQL cluster and the rendered PBX config.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n==> %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup needs root (apt-get, chroot and bind mounts for the PBX): run it with sudo" >&2
+  exit 1
+fi
+
+# --- system packages -----------------------------------------------------------------------------------
+# postgresql: the database server; mmdebstrap: builds the Asterisk root filesystem; sip-tester (SIPp) and
+# baresip-core: SIP phones for the simulator and the tests; sox: audio checks; util-linux: unshare/nsenter.
+PKGS=(python3 python3-venv python3-dev build-essential postgresql mmdebstrap sip-tester baresip-core sox
+      util-linux ca-certificates debian-archive-keyring)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing system packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's postgresql package starts a cluster of its own on 5432; ours is private and on its own port.
+
+# --- Python venv with pinned dependencies ----------------------------------------------------------------
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "Python 3.11 or newer is needed ($PY is $("$PY" -V 2>&1))" >&2
+  exit 1
+fi
+stamp=.venv/.ccpbx-deps
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "creating the Python environment (.venv)"
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -c constraints.txt -e '.[dev]'
+  echo "$want" > "$stamp"
+fi
+
+# --- config, secrets, PBX root filesystem, DB cluster, rendered Asterisk config --------------------------
+say "preparing the stack (config, Asterisk root filesystem, PostgreSQL cluster)"
+.venv/bin/ccpbx-ctl setup "$@"

@@ -1,0 +1,169 @@
+"""The service process: AMI → typed events → (live state, event store); FastAGI IVR; REST API.
+
+One ordered consumer reads the AMI client's bounded queue, so events are applied and stored in the order
+Asterisk sent them. Every part keeps running when another fails: a DB outage buffers events (bounded) in the
+writer, an AMI outage reconnects and resyncs, a bad AGI client only ends its own session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import time
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from acd.membership import QueueMembership
+from ivr.inbound import InboundIvr
+from reporting.event_store import EventBufferFull, EventWriter
+from reporting.ingest import SYNTHETIC, to_stored
+from reporting.live import LiveState
+from reporting.migrate import migrate
+from service.config import Config, load_config
+from telephony.ami import AmiClient
+from telephony.fastagi import FastAgiServer
+from web.app import create_app
+
+log = logging.getLogger("service")
+
+DB_WAIT_S = 60.0
+
+
+async def connect_pool(dsn: str, wait_s: float = DB_WAIT_S) -> asyncpg.Pool:
+    """Create the pool, waiting for PostgreSQL to accept connections (it may still be starting)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return await asyncpg.create_pool(dsn, min_size=1, max_size=5, timeout=5, command_timeout=10)
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL not reachable after {wait_s:.0f} s: {exc}") from exc
+            log.warning("waiting for PostgreSQL: %s", exc)
+            await asyncio.sleep(1.0)
+
+
+class Service:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.live = LiveState()
+        self.pool: asyncpg.Pool | None = None
+        self.writer: EventWriter | None = None
+        self.membership: QueueMembership | None = None
+        self.ami = AmiClient(
+            cfg.ami.host, cfg.ami.port, cfg.ami.user, cfg.ami.secret, node=cfg.node,
+            action_timeout=cfg.ami.action_timeout, heartbeat_interval=cfg.ami.heartbeat_interval,
+            heartbeat_timeout=cfg.ami.heartbeat_timeout, on_ready=self.resync,
+        )
+        self.agi = FastAgiServer(cfg.agi.host, cfg.agi.port, InboundIvr(cfg.route_for))
+        self.runner: web.AppRunner | None = None
+        self._consumer: asyncio.Task[None] | None = None
+        self.started_at = time.time()
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        self.pool = await connect_pool(cfg.database.dsn)
+        applied = await migrate(self.pool)
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+        self.writer = EventWriter(cfg.database.dsn)
+        await self.writer.start()
+        self.membership = QueueMembership(self.ami, self.pool, cfg.node, {q.name for q in cfg.queues})
+        await self.agi.start()
+        self._consumer = asyncio.create_task(self._consume(), name="ami-consumer")
+        await self.ami.start()
+        app = create_app(admin_token=cfg.http.admin_token, health=self.health, membership=self.membership,
+                         live_state=self.live, pool=self.pool)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, cfg.http.host, cfg.http.port).start()
+        log.info("service up: http://%s:%d  FastAGI %s:%d  AMI %s:%d", cfg.http.host, cfg.http.port,
+                 cfg.agi.host, cfg.agi.port, cfg.ami.host, cfg.ami.port)
+
+    async def stop(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()
+        await self.ami.stop()
+        if self._consumer:
+            self._consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._consumer
+        await self.agi.stop()
+        if self.writer:
+            await self.writer.stop()
+        if self.pool:
+            await self.pool.close()
+
+    async def _consume(self) -> None:
+        """The one ordered consumer of AMI events."""
+        assert self.writer is not None
+        while True:
+            ev = await self.ami.events.get()
+            try:
+                self.live.apply(ev)
+                if ev.name not in SYNTHETIC:
+                    self.writer.submit(to_stored(ev, self.cfg.node))
+            except EventBufferFull:
+                log.error("event buffer full (database down too long): event %s not stored", ev.name)
+            except Exception:
+                log.exception("failed to process event %s", ev.name)
+
+    async def resync(self) -> None:
+        """After every AMI (re)connect: re-apply membership, then rebuild live state from Asterisk's view."""
+        if self.membership is not None:
+            await self.membership.reapply()
+        channels = await self.ami.list_events("CoreShowChannels")
+        members = [ev for ev in await self.ami.list_events("QueueStatus") if ev.name == "QueueMember"]
+        self.live.reset_from(channels, members)
+        self.live.ami_connected = True
+        log.info("resynced: %d channel(s), %d queue member(s)", len(self.live.channels), len(self.live.members))
+
+    async def health(self) -> dict[str, Any]:
+        db_ok = False
+        if self.pool is not None:
+            try:
+                await asyncio.wait_for(self.pool.fetchval("SELECT 1"), 2.0)
+                db_ok = True
+            except Exception:
+                db_ok = False
+        writer_stats = dataclasses.asdict(self.writer.stats) if self.writer else {}
+        return {
+            "node": self.cfg.node,
+            "checks": {"ami": self.ami.connected, "fastagi": bool(self.agi.sockets) and self.agi.sockets[0].fileno() != -1, "db": db_ok},
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "ami": dict(self.ami.stats),
+            "fastagi": dataclasses.asdict(self.agi.stats),
+            "event_writer": {k: v for k, v in writer_stats.items() if isinstance(v, int | float | str | None)},
+        }
+
+
+async def run(cfg: Config) -> None:
+    service = Service(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await service.start()
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        await service.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="ccpbx", description="Run the contact-center service.")
+    parser.add_argument("--config", help="configuration file (default: $CCPBX_CONFIG or var/ccpbx.toml)")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run(load_config(args.config)))
+
+
+if __name__ == "__main__":
+    main()

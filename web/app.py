@@ -1,0 +1,120 @@
+"""The HTTP face of the service: health, the REST API (v1) and its OpenAPI document.
+
+Handlers only translate HTTP to calls on the acd/reporting objects handed in, so the web package holds no
+telephony logic and can be tested with those objects alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from acd.membership import MembershipError, PbxUnavailable, QueueMembership
+from reporting.event_store import events_for_linkedid
+from reporting.live import LiveState
+from web.auth import bearer_auth
+from web.errors import error, json_errors
+
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+MAX_BODY = 64 * 1024
+
+HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
+
+K_HEALTH = web.AppKey("health", HealthCheck)
+K_MEMBERSHIP = web.AppKey("membership", QueueMembership)
+K_LIVE = web.AppKey("live", LiveState)
+K_POOL = web.AppKey("pool", asyncpg.Pool)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    report = await request.app[K_HEALTH]()
+    ok = all(report["checks"].values())
+    return web.json_response({"status": "ok" if ok else "degraded", **report}, status=200 if ok else 503)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(json.loads(OPENAPI_PATH.read_text()))
+
+
+async def live(request: web.Request) -> web.Response:
+    return web.json_response(request.app[K_LIVE].snapshot())
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(text="request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="request body must be a JSON object")
+    return body
+
+
+async def put_member(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    penalty = body.get("penalty", 0)
+    if not isinstance(penalty, int) or isinstance(penalty, bool) or not 0 <= penalty <= 1000:
+        return error(422, "invalid_field", "penalty: an integer from 0 to 1000")
+    try:
+        m = await request.app[K_MEMBERSHIP].login(request.match_info["phone"], request.match_info["queue"], penalty)
+    except MembershipError as exc:
+        return error(404 if "not configured" in str(exc) else 422, "invalid_member", str(exc))
+    except PbxUnavailable as exc:
+        return error(503, "pbx_unavailable", str(exc))
+    return web.json_response({"queue": m.queue, "interface": m.interface, "member": m.member_name,
+                              "penalty": m.penalty})
+
+
+async def delete_member(request: web.Request) -> web.Response:
+    try:
+        await request.app[K_MEMBERSHIP].logout(request.match_info["phone"], request.match_info["queue"])
+    except MembershipError as exc:
+        return error(404 if "not configured" in str(exc) else 422, "invalid_member", str(exc))
+    except PbxUnavailable as exc:
+        return error(503, "pbx_unavailable", str(exc))
+    return web.json_response({}, status=200)
+
+
+async def list_members(request: web.Request) -> web.Response:
+    members = await request.app[K_MEMBERSHIP].members()
+    queue = request.match_info["queue"]
+    return web.json_response([
+        {"queue": m.queue, "interface": m.interface, "member": m.member_name, "penalty": m.penalty}
+        for m in members if m.queue == queue
+    ])
+
+
+async def call_events(request: web.Request) -> web.Response:
+    linkedid = request.match_info["linkedid"]
+    if not 1 <= len(linkedid) <= 64 or not all(c.isalnum() or c in ".-_" for c in linkedid):
+        return error(422, "invalid_field", "linkedid: 1-64 letters, digits, '.', '-' or '_'")
+    rows = await events_for_linkedid(request.app[K_POOL], linkedid)
+    return web.json_response([
+        {"name": r["name"], "ts": r["ts"].isoformat(), "uniqueid": r["uniqueid"], "queue": r["queue"],
+         "fields": json.loads(r["fields"]) if isinstance(r["fields"], str) else r["fields"]}
+        for r in rows
+    ])
+
+
+def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMembership, live_state: LiveState,
+               pool: asyncpg.Pool) -> web.Application:
+    app = web.Application(middlewares=[json_errors, bearer_auth(admin_token)], client_max_size=MAX_BODY)
+    app[K_HEALTH] = health
+    app[K_MEMBERSHIP] = membership
+    app[K_LIVE] = live_state
+    app[K_POOL] = pool
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    app.router.add_get("/api/v1/live", live)
+    app.router.add_get("/api/v1/queues/{queue}/members", list_members)
+    app.router.add_put("/api/v1/queues/{queue}/members/{phone}", put_member)
+    app.router.add_delete("/api/v1/queues/{queue}/members/{phone}", delete_member)
+    app.router.add_get("/api/v1/calls/{linkedid}/events", call_events)
+    return app
