@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 
 from service.config import DID_RE, RouteConfig
-from telephony.fastagi import AgiSession
+from telephony.fastagi import AgiError, AgiSession
 
 log = logging.getLogger("ivr.inbound")
 
@@ -36,7 +36,10 @@ class InboundIvr:
             return
         await session.answer()
         if self.greeting:
-            await session.stream_file(self.greeting)
+            try:
+                await session.stream_file(self.greeting)
+            except AgiError as exc:  # result -1: the caller hung up during the prompt, or it is missing
+                log.info("IVR: greeting not played (%s); the call goes on to the queue if still up", exc)
         await session.set_variable("IVR_QUEUE", route.queue)
         await session.set_variable("IVR_ACTION", "queue")
         log.info("IVR: DID %s -> queue %s (%s)", did, route.queue, session.env.get("agi_uniqueid", "?"))

@@ -214,7 +214,7 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 
 
 def _host_module_dir() -> str:
-    for candidate in sorted(Path("/usr/lib").glob("*/asterisk/modules")) + [Path("/usr/lib/asterisk/modules")]:
+    for candidate in [*sorted(Path("/usr/lib").glob("*/asterisk/modules")), Path("/usr/lib/asterisk/modules")]:
         if candidate.is_dir():
             return str(candidate)
     raise AsteriskError("no installed Asterisk modules folder found")

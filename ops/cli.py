@@ -70,9 +70,11 @@ def write_compose_env(cfg: Config, dest: Path) -> None:
 
 
 def demo_process(cfg: Config, path: Path) -> ManagedProcess:
+    """The demo: simulated agents on all agent phones but the last (kept for a real softphone), and a
+    steady stream of calls from the carrier trunk to the demo number."""
     agents = [p.user for p in cfg.phones if p.role == "agent"]
-    argv = [sys.executable, "-m", "sim.cli", "--config", str(path), "--agents", str(len(agents)),
-            "--calls", "0", "--forever", "--rate", "0.2", "--talk-s", "20"]
+    argv = [sys.executable, "-m", "sim.cli", "--config", str(path), "--agents", str(max(1, len(agents) - 1)),
+            "--calls", "4", "--forever", "--rate", "0.25", "--talk-s", "15", "--concurrency", "3"]
     return ManagedProcess("demo", argv, cfg.runtime_path.resolve())
 
 
@@ -125,13 +127,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def print_softphone(cfg: Config) -> None:
-    phone = next((p for p in cfg.phones if p.role == "agent"), None)
+    agent_phones = [p for p in cfg.phones if p.role == "agent"]
+    phone = agent_phones[-1] if agent_phones else None
     host = cfg.sip.public_host
     print("\nPoint a softphone at the PBX (UDP, codec G.711 u-law):")
     print(f"  server/domain: {host}:{cfg.sip.port}")
     if phone:
         print(f"  agent phone:   user {phone.user}  password {phone.password}")
-        print("                 (other phones: var/ccpbx.toml [[phones]]; dial 600 for an echo test)")
+        print("                 (logged into queue 'support'; the demo's simulated agents use the other agent")
+        print("                 phones; all phones: var/ccpbx.toml [[phones]]; dial 600 for an echo test)")
     print(f"  carrier trunk: user {cfg.sip.trunk.user}  password {cfg.sip.trunk.password}")
     print(f"                 dial {cfg.demo_inbound_number} -> IVR -> queue 'support' -> an agent")
     print(f"  REST API:      http://{cfg.http.host}:{cfg.http.port}/api/v1  (Bearer token in var/ccpbx.toml)")

@@ -143,7 +143,7 @@ class Config:
         return None
 
 
-def _section(data: dict[str, Any], name: str, cls: type) -> Any:
+def _section(data: dict[str, Any], name: str, cls: Any) -> Any:
     raw = data.get(name, {})
     if not isinstance(raw, dict):
         raise ConfigError(f"[{name}] must be a table")

@@ -41,7 +41,7 @@ async def connect_pool(dsn: str, wait_s: float = DB_WAIT_S) -> asyncpg.Pool:
     while True:
         try:
             return await asyncpg.create_pool(dsn, min_size=1, max_size=5, timeout=5, command_timeout=10)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"PostgreSQL not reachable after {wait_s:.0f} s: {exc}") from exc
             log.warning("waiting for PostgreSQL: %s", exc)
@@ -123,6 +123,9 @@ class Service:
         self.live.ami_connected = True
         log.info("resynced: %d channel(s), %d queue member(s)", len(self.live.channels), len(self.live.members))
 
+    def _agi_listening(self) -> bool:
+        return any(sock.fileno() != -1 for sock in self.agi.sockets)
+
     async def health(self) -> dict[str, Any]:
         db_ok = False
         if self.pool is not None:
@@ -134,7 +137,7 @@ class Service:
         writer_stats = dataclasses.asdict(self.writer.stats) if self.writer else {}
         return {
             "node": self.cfg.node,
-            "checks": {"ami": self.ami.connected, "fastagi": bool(self.agi.sockets) and self.agi.sockets[0].fileno() != -1, "db": db_ok},
+            "checks": {"ami": self.ami.connected, "fastagi": self._agi_listening(), "db": db_ok},
             "uptime_s": round(time.time() - self.started_at, 1),
             "ami": dict(self.ami.stats),
             "fastagi": dataclasses.asdict(self.agi.stats),

@@ -25,7 +25,7 @@ MAX_BODY = 64 * 1024
 
 HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
 
-K_HEALTH = web.AppKey("health", HealthCheck)
+K_HEALTH: web.AppKey[HealthCheck] = web.AppKey("health")
 K_MEMBERSHIP = web.AppKey("membership", QueueMembership)
 K_LIVE = web.AppKey("live", LiveState)
 K_POOL = web.AppKey("pool", asyncpg.Pool)
@@ -63,7 +63,8 @@ async def put_member(request: web.Request) -> web.Response:
     if not isinstance(penalty, int) or isinstance(penalty, bool) or not 0 <= penalty <= 1000:
         return error(422, "invalid_field", "penalty: an integer from 0 to 1000")
     try:
-        m = await request.app[K_MEMBERSHIP].login(request.match_info["phone"], request.match_info["queue"], penalty)
+        membership = request.app[K_MEMBERSHIP]
+        m = await membership.login(request.match_info["phone"], request.match_info["queue"], penalty)
     except MembershipError as exc:
         return error(404 if "not configured" in str(exc) else 422, "invalid_member", str(exc))
     except PbxUnavailable as exc:

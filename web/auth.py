@@ -6,13 +6,14 @@ import hmac
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PUBLIC_PATHS = frozenset({"/healthz", "/api/v1/openapi.json"})
 
 
-def bearer_auth(admin_token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def bearer_auth(admin_token: str) -> Middleware:
     """Middleware: every /api path but the public ones needs `Authorization: Bearer <admin token>`."""
     expected = admin_token.encode()
 
