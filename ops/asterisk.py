@@ -62,7 +62,8 @@ class InstanceDirs:
         return self.log / "console.log"
 
     def create(self) -> None:
-        for d in (self.etc, self.run, self.log, self.spool, self.recordings, self.spool / "cache"):
+        for d in (self.etc, self.run, self.log, self.log / "cel-custom", self.spool, self.recordings,
+                  self.spool / "cache"):
             d.mkdir(parents=True, exist_ok=True)
 
 

@@ -54,7 +54,6 @@ Facts about Debian's baresip 1.0.0 this module relies on (measured on these mach
 """
 
 # The API takes ``timeout=`` arguments on purpose (tests read better than nested asyncio.timeout blocks).
-# ruff: noqa: ASYNC109
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ __all__ = ["SimConfig", "SimStats", "Simulator", "load_sim_config", "main", "par
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONFIG = "ccpbx.toml"
+DEFAULT_CONFIG = "var/ccpbx.toml"
 CALLER_TONE_HZ = 440.0
 
 
