@@ -27,6 +27,7 @@ from reporting.live import LiveState
 from reporting.migrate import migrate
 from service.config import Config, load_config
 from telephony.ami import AmiClient
+from telephony.ami.events import QueueMember
 from telephony.fastagi import FastAgiServer
 from web.app import create_app
 
@@ -118,7 +119,7 @@ class Service:
         if self.membership is not None:
             await self.membership.reapply()
         channels = await self.ami.list_events("CoreShowChannels")
-        members = [ev for ev in await self.ami.list_events("QueueStatus") if ev.name == "QueueMember"]
+        members = [ev for ev in await self.ami.list_events("QueueStatus") if isinstance(ev, QueueMember)]
         self.live.reset_from(channels, members)
         self.live.ami_connected = True
         log.info("resynced: %d channel(s), %d queue member(s)", len(self.live.channels), len(self.live.members))

@@ -39,6 +39,7 @@ __all__ = [
     "BridgeEnter",
     "BridgeLeave",
     "ContactStatus",
+    "CoreShowChannel",
     "DeviceStateChange",
     "DialBegin",
     "DialEnd",
@@ -55,6 +56,7 @@ __all__ = [
     "QueueCallerAbandon",
     "QueueCallerJoin",
     "QueueCallerLeave",
+    "QueueMember",
     "QueueMemberAdded",
     "QueueMemberPause",
     "QueueMemberRemoved",
@@ -494,6 +496,23 @@ class QueueMemberAdded(_QueueMemberEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class QueueMember(_QueueMemberEvent):
+    """One member in a ``QueueStatus`` reply (its name comes in ``Name``, not ``MemberName``)."""
+
+    member_name: str | None = _h("Name", "MemberName")
+
+
+@dataclass(frozen=True, slots=True)
+class CoreShowChannel(AmiEvent):
+    """One channel in a ``CoreShowChannels`` reply."""
+
+    state: int | None = _h("ChannelState", conv=_int)
+    state_desc: str | None = _h("ChannelStateDesc")
+    caller_id_num: str | None = _h("CallerIDNum")
+    caller_id_name: str | None = _h("CallerIDName")
+
+
+@dataclass(frozen=True, slots=True)
 class QueueMemberRemoved(_QueueMemberEvent):
     pass
 
@@ -603,7 +622,8 @@ _TYPED: tuple[type[AmiEvent], ...] = (
     FullyBooted, Shutdown, Newchannel, Hangup, Newstate, DialBegin, DialEnd, BridgeEnter, BridgeLeave,
     Hold, Unhold, QueueCallerJoin, QueueCallerLeave, QueueCallerAbandon, AgentCalled, AgentConnect,
     AgentComplete, AgentRingNoAnswer, AgentDump, QueueMemberAdded, QueueMemberRemoved, QueueMemberPause,
-    QueueMemberStatus, MixMonitorStart, MixMonitorStop, MixMonitorMute, UserEvent, BlindTransfer,
+    QueueMemberStatus, QueueMember, CoreShowChannel, MixMonitorStart, MixMonitorStop, MixMonitorMute,
+    UserEvent, BlindTransfer,
     AttendedTransfer, ContactStatus, PeerStatus, DeviceStateChange, OriginateResponse,
 )
 

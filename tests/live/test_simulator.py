@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from tests.live.conftest import LiveStack
 from telephony.ami import AmiEvent
+from tests.live.conftest import LiveStack
 from tests.live.support import EventRecorder, eventually
 from tests.live.test_call_flow import login
 
