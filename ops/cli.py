@@ -29,7 +29,6 @@ from service.config import Config, load_config
 log = logging.getLogger("ops.cli")
 
 DEFAULT_RUNTIME = Path("var")
-DEFAULT_ROOTFS = Path(os.environ.get("CCPBX_ROOTFS", "/var/cache/ccpbx/rootfs-22"))
 
 
 def config_path(args: argparse.Namespace) -> Path:
@@ -42,7 +41,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
         mode = "host" if host_asterisk_usable() else "chroot"
     else:
         mode = args.asterisk
-    data = build_config_data(path.parent, agents=args.agents, rootfs=str(DEFAULT_ROOTFS), asterisk_mode=mode,
+    data = build_config_data(path.parent, agents=args.agents, asterisk_mode=mode,
                              sip_bind=args.sip_bind)
     if write_config(path, data):
         log.info("wrote %s (new secrets and ports)", path)
@@ -56,7 +55,8 @@ def cmd_setup(args: argparse.Namespace) -> int:
         return 0
     if cfg.asterisk.mode == "chroot":
         rootfs.ensure_rootfs(Path(cfg.asterisk.rootfs))
-    Stack(cfg, path).prepare()
+    # The database cluster is created by the first `up` (nothing to leave behind for a test-only run).
+    Stack(cfg, path).asterisk.render_config()
     log.info("setup complete")
     return 0
 

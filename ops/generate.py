@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import secrets
 import socket
@@ -60,13 +61,18 @@ def pg_datadir(runtime_dir: Path) -> Path:
     return Path("/var/lib/ccpbx") / digest / "pg"
 
 
+def default_rootfs() -> str:
+    """Where the Asterisk root filesystem is cached (outside any clone): `$CCPBX_ROOTFS` overrides."""
+    return os.environ.get("CCPBX_ROOTFS", "/var/cache/ccpbx/rootfs-22")
+
+
 def password() -> str:
     return secrets.token_urlsafe(24)
 
 
 def build_config_data(
     runtime_dir: Path, *, agents: int = 4, supervisors: int = 1, node: str = "pbx1",
-    rootfs: str = "/var/cache/ccpbx/rootfs-22", asterisk_mode: str = "chroot",
+    rootfs: str | None = None, asterisk_mode: str = "chroot",
     http_port: int | None = None, sip_bind: str = "127.0.0.1",
 ) -> dict[str, Any]:
     rtp_start, rtp_end = rtp_range()
@@ -90,7 +96,7 @@ def build_config_data(
             "rtp_start": rtp_start, "rtp_end": rtp_end,
             "trunk": {"user": "carrier", "password": password()},
         },
-        "asterisk": {"mode": asterisk_mode, "rootfs": rootfs},
+        "asterisk": {"mode": asterisk_mode, "rootfs": rootfs or default_rootfs()},
         "phones": phones,
         "queues": [{"name": "support", "strategy": "rrmemory", "timeout_s": 15}],
         "routes": [{"did": "2000", "queue": "support"}],
