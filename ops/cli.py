@@ -102,7 +102,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         login_agents(cfg)
         demo = demo_process(cfg, path)
         demo.start()
-        log.info("demo: simulated agents answer a call every ~5 s (log: %s)", demo.logfile)
+        log.info("demo: simulated agents answer a call every ~4 s (log: %s)", demo.logfile)
     print_softphone(cfg)
     return 0
 
