@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from acd.config_store import ConfigStore
 from acd.membership import QueueMembership
 from ivr.inbound import InboundIvr
 from reporting.event_store import EventBufferFull, EventWriter
@@ -79,7 +80,7 @@ class Service:
         self._consumer = asyncio.create_task(self._consume(), name="ami-consumer")
         await self.ami.start()
         app = create_app(admin_token=cfg.http.admin_token, health=self.health, membership=self.membership,
-                         live_state=self.live, pool=self.pool)
+                         live_state=self.live, pool=self.pool, config_store=ConfigStore(self.pool))
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, cfg.http.host, cfg.http.port).start()

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
+from acd.config_store import ConfigStore
 from acd.membership import MembershipError, PbxUnavailable, QueueMembership
 from reporting.event_store import events_for_linkedid
 from reporting.live import LiveState
-from web.auth import bearer_auth
+from web.api_config import add_config_routes
+from web.auth import bearer_auth, guard
 from web.errors import error, json_errors
+from web.openapi import build as build_openapi
 
-OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 MAX_BODY = 64 * 1024
 
 HealthCheck = Callable[[], Awaitable[dict[str, Any]]]
@@ -38,7 +39,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(json.loads(OPENAPI_PATH.read_text()))
+    return web.json_response(build_openapi())
 
 
 async def live(request: web.Request) -> web.Response:
@@ -105,17 +106,20 @@ async def call_events(request: web.Request) -> web.Response:
 
 
 def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMembership, live_state: LiveState,
-               pool: asyncpg.Pool) -> web.Application:
-    app = web.Application(middlewares=[json_errors, bearer_auth(admin_token)], client_max_size=MAX_BODY)
+               pool: asyncpg.Pool, config_store: ConfigStore | None = None) -> web.Application:
+    lookup = config_store.user_for_token if config_store else None
+    app = web.Application(middlewares=[json_errors, bearer_auth(admin_token, lookup)], client_max_size=MAX_BODY)
     app[K_HEALTH] = health
     app[K_MEMBERSHIP] = membership
     app[K_LIVE] = live_state
     app[K_POOL] = pool
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/openapi.json", openapi)
-    app.router.add_get("/api/v1/live", live)
-    app.router.add_get("/api/v1/queues/{queue}/members", list_members)
-    app.router.add_put("/api/v1/queues/{queue}/members/{phone}", put_member)
-    app.router.add_delete("/api/v1/queues/{queue}/members/{phone}", delete_member)
-    app.router.add_get("/api/v1/calls/{linkedid}/events", call_events)
+    app.router.add_get("/api/v1/live", guard(live, "supervisor", "admin"))
+    app.router.add_get("/api/v1/queues/{queue}/members", guard(list_members, "supervisor", "admin"))
+    app.router.add_put("/api/v1/queues/{queue}/members/{phone}", guard(put_member, "admin"))
+    app.router.add_delete("/api/v1/queues/{queue}/members/{phone}", guard(delete_member, "admin"))
+    app.router.add_get("/api/v1/calls/{linkedid}/events", guard(call_events, "supervisor", "admin"))
+    if config_store is not None:
+        add_config_routes(app, config_store)
     return app

@@ -1,33 +1,82 @@
-"""Bearer-token authentication for the REST API (users and roles arrive with the ACD issue)."""
+"""Who is calling: bearer tokens mapped to a principal with a role (agent, supervisor, admin).
+
+The bootstrap admin token comes from the configuration file; every other token belongs to an API user stored
+in PostgreSQL (only its SHA-256). Role checks happen server-side on every route (`guard`).
+"""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+TokenLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
 
 PUBLIC_PATHS = frozenset({"/healthz", "/api/v1/openapi.json"})
+ROLES = ("agent", "supervisor", "admin")
 
 
-def bearer_auth(admin_token: str) -> Middleware:
-    """Middleware: every /api path but the public ones needs `Authorization: Bearer <admin token>`."""
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: str
+    agent: str | None = None
+    team: str | None = None
+
+
+K_PRINCIPAL = web.RequestKey("principal", Principal)
+
+
+def _unauthorized() -> web.Response:
+    return web.json_response({"error": "unauthorized", "message": "send Authorization: Bearer <token>"}, status=401,
+                             headers={"WWW-Authenticate": "Bearer"})
+
+
+def bearer_auth(admin_token: str, lookup: TokenLookup | None = None) -> Middleware:
+    """Middleware: every /api path but the public ones needs a valid `Authorization: Bearer <token>`."""
     expected = admin_token.encode()
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in PUBLIC_PATHS or not request.path.startswith("/api/"):
             return await handler(request)
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not expected or not hmac.compare_digest(token.encode(), expected):
-            return web.json_response(
-                {"error": "unauthorized", "message": "send Authorization: Bearer <token>"}, status=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or len(token) > 256:
+            return _unauthorized()
+        if expected and hmac.compare_digest(token.encode(), expected):
+            request[K_PRINCIPAL] = Principal("admin", "admin")
+            return await handler(request)
+        user = await lookup(token) if lookup else None
+        if user is None:
+            return _unauthorized()
+        request[K_PRINCIPAL] = Principal(user["name"], user["role"], user.get("agent"), user.get("team"))
         return await handler(request)
 
     return middleware
+
+
+def principal(request: web.Request) -> Principal:
+    p: Principal = request[K_PRINCIPAL]
+    return p
+
+
+def guard(handler: Handler, *roles: str) -> Handler:
+    """Wrap a handler so only the given roles reach it (403 with the roles needed otherwise)."""
+    allowed = frozenset(roles)
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        p = principal(request)
+        if p.role not in allowed:
+            return web.json_response(
+                {"error": "forbidden", "message": f"needs role {' or '.join(sorted(allowed))}; you are {p.role}"},
+                status=403)
+        return await handler(request)
+
+    guarded.__name__ = getattr(handler, "__name__", "handler")
+    return guarded

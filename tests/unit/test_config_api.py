@@ -1,0 +1,146 @@
+"""Configuration REST API against a real PostgreSQL: validation naming the field, 409s, roles, secrets once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
+
+from acd.config_store import ConfigStore
+from reporting.live import LiveState
+from reporting.migrate import migrate
+from web.app import create_app
+from web.openapi import build as build_openapi
+
+ADMIN = "a" * 40
+COMMITTED_OPENAPI = json.loads((Path(__file__).resolve().parents[2] / "web" / "openapi.json").read_text())
+pytestmark = pytest.mark.asyncio
+
+
+async def _healthy() -> dict[str, Any]:
+    return {"checks": {}}
+
+
+@pytest_asyncio.fixture
+async def api(pg_db: str) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
+    pool = await asyncpg.create_pool(pg_db, min_size=1, max_size=3)
+    await migrate(pool)
+    app = create_app(admin_token=ADMIN, health=_healthy, membership=None,  # type: ignore[arg-type]
+                     live_state=LiveState(), pool=pool, config_store=ConfigStore(pool))
+    async with TestClient(TestServer(app)) as client:
+        yield client
+    await pool.close()
+
+
+def auth(token: str = ADMIN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def call(api: TestClient, method: str, path: str, body: Any = None,  # type: ignore[type-arg]
+               token: str = ADMIN) -> tuple[int, Any]:
+    resp = await api.request(method, path, json=body, headers=auth(token))
+    return resp.status, (await resp.json() if resp.status != 204 else None)
+
+
+async def test_build_a_small_center(api: TestClient) -> None:  # type: ignore[type-arg]
+    assert (await call(api, "POST", "/api/v1/skills", {"name": "billing"}))[0] == 201
+    assert (await call(api, "POST", "/api/v1/teams", {"name": "blue"}))[0] == 201
+    status, phone = await call(api, "POST", "/api/v1/phones", {"name": "desk7"})
+    assert status == 201 and len(phone["password"]) >= 24
+    status, shown = await call(api, "GET", "/api/v1/phones/desk7")
+    assert status == 200 and "password" not in shown  # the password is shown once, at creation
+    status, agent = await call(api, "POST", "/api/v1/agents", {"name": "ann", "display_name": "Ann", "phone": "desk7",
+                                                               "team": "blue", "skills": {"billing": 5}})
+    assert status == 201 and agent["skills"] == {"billing": 5}
+    q = {"name": "billing", "required_skill": "billing", "escalation": [{"after_s": 0, "min_level": 5},
+                                                                       {"after_s": 20, "min_level": 1}],
+         "wrapup_s": 30, "max_len": 10}
+    status, queue = await call(api, "POST", "/api/v1/queues", q)
+    assert status == 201 and queue["escalation"][1] == {"after_s": 20, "min_level": 1}
+    assert (await call(api, "POST", "/api/v1/routes", {"did": "5550100", "queue": "billing"}))[0] == 201
+    status, agent = await call(api, "PUT", "/api/v1/agents/ann", {"skills": {"billing": 2}})
+    assert status == 200 and agent["skills"] == {"billing": 2} and agent["phone"] == "desk7"
+    status, queues = await call(api, "GET", "/api/v1/queues")
+    assert [x["name"] for x in queues] == ["billing"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v1/queues", {"name": "Sales Queue"}, "name"),
+        ("/api/v1/queues", {"name": "q1", "colour": "red"}, "colour"),
+        ("/api/v1/queues", {"name": "q1", "ring_timeout_s": 1}, "ring_timeout_s"),
+        ("/api/v1/queues", {"name": "q1", "required_skill": "x",
+                            "escalation": [{"after_s": 20, "min_level": 1}, {"after_s": 0, "min_level": 5}]},
+         "escalation"),
+        ("/api/v1/queues", {"name": "q1", "overflow_queue": "q1"}, None),
+        ("/api/v1/routes", {"did": "12ab", "queue": "q1"}, "did"),
+        ("/api/v1/routes", {"did": "123", "queue": "q1", "ivr_flow": "f"}, None),
+        ("/api/v1/agents", {"name": "bob", "skills": {"billing": 9}}, "skills.billing"),
+        ("/api/v1/phones", {"name": "p;1"}, "name"),
+        ("/api/v1/users", {"name": "u1", "role": "agent"}, None),
+    ],
+)
+async def test_invalid_input_names_the_field(api: TestClient, path: str, body: dict, field: str | None) -> None:  # type: ignore[type-arg]
+    status, err = await call(api, "POST", path, body)
+    assert status == 422, err
+    assert err["error"] == "invalid" and err["problems"]
+    if field:
+        assert field in [p["field"] for p in err["problems"]], err
+    assert (await call(api, "GET", path))[1] == []  # nothing was stored
+
+
+async def test_references_and_conflicts(api: TestClient) -> None:  # type: ignore[type-arg]
+    status, err = await call(api, "POST", "/api/v1/agents", {"name": "bob", "phone": "nope"})
+    assert status == 422 and err["problems"][0]["field"] == "phone"
+    await call(api, "POST", "/api/v1/queues", {"name": "sales"})
+    assert (await call(api, "POST", "/api/v1/queues", {"name": "sales"}))[0] == 409
+    await call(api, "POST", "/api/v1/routes", {"did": "100", "queue": "sales"})
+    status, err = await call(api, "DELETE", "/api/v1/queues/sales")
+    assert status == 409 and "inbound_routes" in err["message"]
+    await call(api, "POST", "/api/v1/phones", {"name": "p1"})
+    await call(api, "POST", "/api/v1/agents", {"name": "cy", "phone": "p1"})
+    assert (await call(api, "DELETE", "/api/v1/phones/p1"))[0] == 409
+    assert (await call(api, "DELETE", "/api/v1/routes/100"))[0] == 204
+    assert (await call(api, "DELETE", "/api/v1/queues/sales"))[0] == 204
+    assert (await call(api, "DELETE", "/api/v1/queues/sales"))[0] == 404
+
+
+async def test_roles(api: TestClient) -> None:  # type: ignore[type-arg]
+    await call(api, "POST", "/api/v1/teams", {"name": "red"})
+    await call(api, "POST", "/api/v1/agents", {"name": "dee"})
+    status, sup = await call(api, "POST", "/api/v1/users", {"name": "sam", "role": "supervisor", "team": "red"})
+    assert status == 201 and "token" in sup and "token_sha256" not in sup
+    status, ag = await call(api, "POST", "/api/v1/users", {"name": "dee", "role": "agent", "agent": "dee"})
+    assert status == 201
+    assert (await call(api, "GET", "/api/v1/queues", token=sup["token"]))[0] == 200
+    status, err = await call(api, "POST", "/api/v1/queues", {"name": "x"}, token=sup["token"])
+    assert status == 403 and "admin" in err["message"]
+    assert (await call(api, "GET", "/api/v1/queues", token=ag["token"]))[0] == 403
+    assert (await call(api, "GET", "/api/v1/users", token=sup["token"]))[0] == 403
+    assert (await call(api, "GET", "/api/v1/queues", token="not-a-token"))[0] == 401
+    status, users = await call(api, "GET", "/api/v1/users")
+    assert {u["name"] for u in users} == {"sam", "dee"} and all("token" not in u for u in users)
+
+
+async def test_rotate_phone_password(api: TestClient) -> None:  # type: ignore[type-arg]
+    _, created = await call(api, "POST", "/api/v1/phones", {"name": "p2"})
+    status, rotated = await call(api, "POST", "/api/v1/phones/p2/password")
+    assert status == 200 and rotated["password"] != created["password"]
+
+
+async def test_openapi_document_lists_every_route_and_the_committed_copy_is_fresh(
+    api: TestClient,  # type: ignore[type-arg]
+) -> None:
+    doc = await (await api.get("/api/v1/openapi.json")).json()
+    routes = {(r.method.lower(), r.resource.canonical) for r in api.app.router.routes()  # type: ignore[union-attr]
+              if r.method != "HEAD"}
+    documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
+    assert routes == documented
+    assert COMMITTED_OPENAPI == build_openapi(), "web/openapi.json is stale: python -m web.openapi > web/openapi.json"

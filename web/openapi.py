@@ -1,0 +1,146 @@
+"""The OpenAPI document, generated from the code so it cannot drift: request schemas come from the pydantic
+models the handlers validate with. `python -m web.openapi > web/openapi.json` refreshes the committed copy
+(a unit test fails when the copy is stale)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel
+
+from acd.config_store import RESOURCES
+
+ERR = {"$ref": "#/components/schemas/Error"}
+
+
+def _resp(desc: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    r: dict[str, Any] = {"description": desc}
+    if schema:
+        r["content"] = {"application/json": {"schema": schema}}
+    return r
+
+
+def _model_ref(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, sub in schema.pop("$defs", {}).items():
+        components[name] = sub
+    components[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+NAME_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$"
+COMMON = {"401": _resp("no or wrong token", ERR), "403": _resp("role not allowed", ERR)}
+
+
+def build() -> dict[str, Any]:
+    components: dict[str, Any] = {
+        "Error": {"type": "object", "required": ["error", "message"], "properties": {
+            "error": {"type": "string"}, "message": {"type": "string"},
+            "problems": {"type": "array", "items": {"type": "object", "properties": {
+                "field": {"type": "string", "nullable": True}, "message": {"type": "string"}}}}}},
+        "Health": {"type": "object", "required": ["status", "checks"], "properties": {
+            "status": {"type": "string", "enum": ["ok", "degraded"]}, "node": {"type": "string"},
+            "checks": {"type": "object", "properties": {"ami": {"type": "boolean"}, "fastagi": {"type": "boolean"},
+                                                        "db": {"type": "boolean"}}},
+            "uptime_s": {"type": "number"}, "ami": {"type": "object"}, "fastagi": {"type": "object"},
+            "event_writer": {"type": "object"}}},
+        "Member": {"type": "object", "required": ["queue", "interface", "member", "penalty"], "properties": {
+            "queue": {"type": "string"}, "interface": {"type": "string"}, "member": {"type": "string"},
+            "penalty": {"type": "integer"}}},
+        "StoredEvent": {"type": "object", "properties": {
+            "name": {"type": "string"}, "ts": {"type": "string", "format": "date-time"},
+            "uniqueid": {"type": "string", "nullable": True}, "queue": {"type": "string", "nullable": True},
+            "fields": {"type": "object", "additionalProperties": {"type": "string"}}}},
+    }
+    qp = [{"name": "queue", "in": "path", "required": True, "schema": {"type": "string", "pattern": NAME_PATTERN}}]
+    pp = [*qp, {"name": "phone", "in": "path", "required": True, "schema": {"type": "string",
+                                                                            "pattern": NAME_PATTERN}}]
+    paths: dict[str, Any] = {
+        "/healthz": {"get": {"summary": "Health: AMI connected, FastAGI listening, database reachable",
+                             "security": [], "responses": {
+                                 "200": _resp("all checks pass", {"$ref": "#/components/schemas/Health"}),
+                                 "503": _resp("a check fails", {"$ref": "#/components/schemas/Health"})}}},
+        "/api/v1/openapi.json": {"get": {"summary": "This document", "security": [],
+                                         "responses": {"200": _resp("the OpenAPI document")}}},
+        "/api/v1/live": {"get": {"summary": "Live state snapshot (channels, queue members). Roles: supervisor, admin",
+                                 "responses": {"200": _resp("snapshot", {"type": "object"}), **COMMON}}},
+        "/api/v1/queues/{queue}/members": {"get": {
+            "summary": "Phones logged into a queue. Roles: supervisor, admin", "parameters": qp,
+            "responses": {"200": _resp("members", {"type": "array",
+                                                   "items": {"$ref": "#/components/schemas/Member"}}), **COMMON}}},
+        "/api/v1/queues/{queue}/members/{phone}": {
+            "put": {"summary": "Log a phone into a queue (AMI QueueAdd; stored, re-applied after reconnects). "
+                               "Roles: admin", "parameters": pp,
+                    "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                        "type": "object", "properties": {"penalty": {"type": "integer", "minimum": 0,
+                                                                     "maximum": 1000, "default": 0}}}}}},
+                    "responses": {"200": _resp("logged in", {"$ref": "#/components/schemas/Member"}),
+                                  "400": _resp("body is not a JSON object", ERR), **COMMON,
+                                  "404": _resp("queue not configured", ERR),
+                                  "422": _resp("invalid phone name or penalty", ERR),
+                                  "503": _resp("the PBX did not answer; nothing changed", ERR)}},
+            "delete": {"summary": "Log a phone out of a queue. Roles: admin", "parameters": pp,
+                       "responses": {"200": _resp("logged out", {"type": "object"}), **COMMON,
+                                     "404": _resp("queue not configured", ERR),
+                                     "422": _resp("invalid phone name", ERR),
+                                     "503": _resp("the PBX did not answer; nothing changed", ERR)}}},
+        "/api/v1/calls/{linkedid}/events": {"get": {
+            "summary": "Stored AMI events of one call, in order. Roles: supervisor, admin",
+            "parameters": [{"name": "linkedid", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}}],
+            "responses": {"200": _resp("events", {"type": "array",
+                                                  "items": {"$ref": "#/components/schemas/StoredEvent"}}),
+                          **COMMON, "422": _resp("invalid linkedid", ERR)}}},
+    }
+    for res in RESOURCES.values():
+        create = _model_ref(res.create, components)
+        update = _model_ref(res.update, components) if res.update else create
+        readers = "admin" if res.path == "users" else "supervisor, admin"
+        key = [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"},
+                "description": f"the {res.key}"}]
+        obj = {"type": "object"}
+        once = {"phones": " The generated SIP password is in this response only.",
+                "users": " The API token is in this response only."}.get(res.path, "")
+        paths[f"/api/v1/{res.path}"] = {
+            "get": {"summary": f"List {res.path}. Roles: {readers}",
+                    "responses": {"200": _resp(res.path, {"type": "array", "items": obj}), **COMMON}},
+            "post": {"summary": f"Create one of {res.path}.{once} Roles: admin",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": create}}},
+                     "responses": {"201": _resp("created", obj), "400": _resp("not a JSON object", ERR), **COMMON,
+                                   "409": _resp("already exists", ERR),
+                                   "422": _resp("invalid field, or a reference to something missing", ERR)}},
+        }
+        paths[f"/api/v1/{res.path}/{{key}}"] = {
+            "get": {"summary": f"One of {res.path}. Roles: {readers}", "parameters": key,
+                    "responses": {"200": _resp("found", obj), **COMMON, "404": _resp("not found", ERR)}},
+            "put": {"summary": f"Change one of {res.path}" + (" (only the fields sent)" if res.update else
+                                                               " (full replacement; the key must match)")
+                               + ". Roles: admin", "parameters": key,
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": update}}},
+                    "responses": {"200": _resp("changed", obj), **COMMON, "404": _resp("not found", ERR),
+                                  "422": _resp("invalid field", ERR)}},
+            "delete": {"summary": f"Delete one of {res.path}. Roles: admin", "parameters": key,
+                       "responses": {"204": _resp("deleted"), **COMMON, "404": _resp("not found", ERR),
+                                     "409": _resp("still in use (the message says by what)", ERR)}},
+        }
+    paths["/api/v1/phones/{key}/password"] = {"post": {
+        "summary": "Generate a new SIP password for a phone (shown once). Roles: admin",
+        "parameters": [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"200": _resp("the new password", obj), **COMMON, "404": _resp("not found", ERR)}}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "ccpbx service API", "version": "0.2.0",
+                 "description": "REST API of the contact-center service. Every /api path except this document "
+                                "needs `Authorization: Bearer <token>`; the role each path needs is in its summary. "
+                                "Errors are JSON `{error, message, problems?}`."},
+        "servers": [{"url": "/"}],
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                       "schemas": components},
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(build(), indent=2))
