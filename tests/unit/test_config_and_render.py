@@ -87,7 +87,8 @@ def test_render_fills_every_placeholder_and_keeps_security_rules(tmp_path: Path)
     assert "autoload = no" in (out / "modules.conf").read_text()
     dialplan = (out / "extensions.conf").read_text()
     assert f"agi://127.0.0.1:{cfg.agi.port}" in dialplan
-    assert 'REGEX("^[a-z0-9_-]{1,64}$" ${IVR_QUEUE})' in dialplan
+    assert 'REGEX("^[a-z0-9][a-z0-9_-]{0,63}$" ${IVR_QUEUE})' in dialplan
+    assert 'REGEX("^[a-z0-9][a-z0-9_-]{0,63}$" ${IVR_OVERFLOW})' in dialplan
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (apt) not installed")
