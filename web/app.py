@@ -20,6 +20,7 @@ from reporting.live import LiveState
 from web.api_config import add_config_routes
 from web.auth import bearer_auth, guard
 from web.errors import error, json_errors
+from web.feed import FeedHub
 from web.openapi import build as build_openapi
 
 MAX_BODY = 64 * 1024
@@ -106,7 +107,8 @@ async def call_events(request: web.Request) -> web.Response:
 
 
 def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMembership, live_state: LiveState,
-               pool: asyncpg.Pool, config_store: ConfigStore | None = None) -> web.Application:
+               pool: asyncpg.Pool, config_store: ConfigStore | None = None,
+               feed: FeedHub | None = None) -> web.Application:
     lookup = config_store.user_for_token if config_store else None
     app = web.Application(middlewares=[json_errors, bearer_auth(admin_token, lookup)], client_max_size=MAX_BODY)
     app[K_HEALTH] = health
@@ -122,4 +124,6 @@ def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMember
     app.router.add_get("/api/v1/calls/{linkedid}/events", guard(call_events, "supervisor", "admin"))
     if config_store is not None:
         add_config_routes(app, config_store)
+    if feed is not None:
+        app.router.add_get("/api/v1/feed", guard(feed.handle, "agent", "supervisor", "admin"))
     return app

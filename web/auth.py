@@ -18,6 +18,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TokenLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
 
 PUBLIC_PATHS = frozenset({"/healthz", "/api/v1/openapi.json"})
+QUERY_TOKEN_PATHS = frozenset({"/api/v1/feed"})  # WebSockets: browsers cannot send an Authorization header
 ROLES = ("agent", "supervisor", "admin")
 
 
@@ -47,6 +48,8 @@ def bearer_auth(admin_token: str, lookup: TokenLookup | None = None) -> Middlewa
             return await handler(request)
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         token = token.strip()
+        if not scheme and request.path in QUERY_TOKEN_PATHS:
+            scheme, token = "bearer", request.query.get("token", "")
         if scheme.lower() != "bearer" or not token or len(token) > 256:
             return _unauthorized()
         if expected and hmac.compare_digest(token.encode(), expected):

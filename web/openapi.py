@@ -93,6 +93,12 @@ def build() -> dict[str, Any]:
                                                   "items": {"$ref": "#/components/schemas/StoredEvent"}}),
                           **COMMON, "422": _resp("invalid linkedid", ERR)}}},
     }
+    paths["/api/v1/feed"] = {"get": {
+        "summary": "WebSocket live feed (JSON messages: screen_pop, agent_state ...). The token may be given as "
+                   "?token= (browsers cannot set headers on a WebSocket). Agents receive only their own "
+                   "messages. Roles: agent, supervisor, admin",
+        "parameters": [{"name": "token", "in": "query", "required": False, "schema": {"type": "string"}}],
+        "responses": {"101": _resp("switching to WebSocket"), **COMMON}}}
     for res in RESOURCES.values():
         create = _model_ref(res.create, components)
         update = _model_ref(res.update, components) if res.update else create

@@ -80,7 +80,7 @@ async def test_retries_then_gives_up_without_raising() -> None:
 
 
 async def test_slow_receiver_never_blocks_the_caller_of_on_agent_called() -> None:
-    server, got = await receiver([], delay=5.0)
+    server, _ = await receiver([], delay=5.0)
     n = ScreenPopNotifier(str(server.make_url("/hook")), SECRET, timeout_s=0.3, retries=1)
     start = time.monotonic()
     for i in range(20):
