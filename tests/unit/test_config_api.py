@@ -16,6 +16,7 @@ from acd.config_store import ConfigStore
 from reporting.live import LiveState
 from reporting.migrate import migrate
 from web.app import create_app
+from web.feed import FeedHub
 from web.openapi import build as build_openapi
 
 ADMIN = "a" * 40
@@ -32,7 +33,7 @@ async def api(pg_db: str) -> AsyncIterator[TestClient]:  # type: ignore[type-arg
     pool = await asyncpg.create_pool(pg_db, min_size=1, max_size=3)
     await migrate(pool)
     app = create_app(admin_token=ADMIN, health=_healthy, membership=None,  # type: ignore[arg-type]
-                     live_state=LiveState(), pool=pool, config_store=ConfigStore(pool))
+                     live_state=LiveState(), pool=pool, config_store=ConfigStore(pool), feed=FeedHub())
     async with TestClient(TestServer(app)) as client:
         yield client
     await pool.close()
