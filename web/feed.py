@@ -54,9 +54,13 @@ class FeedHub:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(heartbeat=20)
-        await ws.prepare(request)
         client = Client(principal(request))
-        self.clients.add(client)
+        self.clients.add(client)  # before the handshake completes: nothing published after it is missed
+        try:
+            await ws.prepare(request)
+        except BaseException:
+            self.clients.discard(client)
+            raise
         sender = asyncio.create_task(self._send(ws, client))
         try:
             async for msg in ws:  # the feed is one-way: client messages are ignored; close ends it
