@@ -519,7 +519,15 @@ class QueueMemberRemoved(_QueueMemberEvent):
 
 @dataclass(frozen=True, slots=True)
 class QueueMemberPause(_QueueMemberEvent):
-    pass
+    """A member paused or unpaused (one event per queue the member is in).
+
+    ``paused_reason`` is the member's current pause reason (``PausedReason``; empty on unpause);
+    ``action_reason`` is the ``Reason`` given to the QueuePause action that caused this event, sent on
+    unpause too (app_queue adds the ``Reason`` header whenever the action carried one). Tag the service's own
+    pauses and unpauses with a reason to recognise their echoes.
+    """
+
+    action_reason: str | None = _h("Reason")
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,6 +108,20 @@ def test_queue_member_pause_fields() -> None:
     assert ev.last_call == 1732370000 and ev.wrapuptime == 5 and ev.member == "PJSIP/a"
 
 
+def test_queue_member_pause_action_reason_on_pause_and_unpause() -> None:
+    """app_queue sends the action's ``Reason`` on unpause too, while ``PausedReason`` is then empty."""
+    unpause = parse_event({"Event": "QueueMemberPause", "Queue": "q", "Interface": "PJSIP/a", "Paused": "0",
+                           "PausedReason": "", "Reason": "ccpbx:ready"}, 1.0)
+    assert isinstance(unpause, QueueMemberPause)
+    assert (unpause.paused, unpause.paused_reason, unpause.action_reason) == (False, None, "ccpbx:ready")
+    pause = parse_event({"Event": "QueueMemberPause", "Queue": "q", "Interface": "PJSIP/a", "Paused": "1",
+                         "PausedReason": "ccpbx:break", "Reason": "ccpbx:break"}, 1.0)
+    assert isinstance(pause, QueueMemberPause)
+    assert (pause.paused, pause.paused_reason, pause.action_reason) == (True, "ccpbx:break", "ccpbx:break")
+    bare = parse_event({"Event": "QueueMemberPause", "Interface": "PJSIP/a", "Paused": "1"}, 1.0)
+    assert isinstance(bare, QueueMemberPause) and bare.paused_reason is None and bare.action_reason is None
+
+
 def test_transfers_contact_and_mute() -> None:
     bt = parse_event({"Event": "BlindTransfer", "Result": "Success", "TransfererChannel": "PJSIP/a-1",
                       "TransfereeUniqueid": "1.2", "IsExternal": "No", "Extension": "200"}, 1.0)
