@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,9 +100,19 @@ def _translate(exc: asyncpg.PostgresError, res: Resource, action: str) -> Config
     raise exc
 
 
+ChangeHook = Callable[[str], Awaitable[None]]
+
+
 class ConfigStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """`on_change(resource_path)` runs after every successful write, so the PBX can pick changes up."""
+
+    def __init__(self, pool: asyncpg.Pool, on_change: ChangeHook | None = None) -> None:
         self.pool = pool
+        self.on_change = on_change
+
+    async def _changed(self, res: Resource) -> None:
+        if self.on_change is not None:
+            await self.on_change(res.path)
 
     # ------------------------------------------------------------------ read
     def _public(self, res: Resource, row: Any) -> dict[str, Any]:
@@ -166,6 +176,7 @@ class ConfigStore:
                     await self._set_skills(conn, body.name, body.skills)
         except asyncpg.PostgresError as exc:
             raise _translate(exc, res, "create") from exc
+        await self._changed(res)
         return {**await self.get(res, str(values[res.key])), **once}
 
     async def update(self, res: Resource, key: str, body: BaseModel) -> dict[str, Any]:
@@ -193,6 +204,7 @@ class ConfigStore:
                     await self._set_skills(conn, key, skills)
         except asyncpg.PostgresError as exc:
             raise _translate(exc, res, "update") from exc
+        await self._changed(res)
         return await self.get(res, key)
 
     async def delete(self, res: Resource, key: str) -> None:
@@ -202,6 +214,7 @@ class ConfigStore:
             raise _translate(exc, res, "delete") from exc
         if status == "DELETE 0":
             raise NotFound(f"{res.path}: {key!r} not found")
+        await self._changed(res)
 
     async def _set_skills(self, conn: Any, agent: str, skills: Mapping[str, int]) -> None:
         await conn.execute("DELETE FROM agent_skills WHERE agent = $1", agent)

@@ -48,6 +48,16 @@ class QueueMembership:
         self.node = node
         self.queues = queues
 
+    async def _refresh_queues(self, queue: str) -> None:
+        """Queues are configured over the API: a queue unknown here may have been created since start."""
+        if queue not in self.queues and await self.pool.fetchval("SELECT 1 FROM queues WHERE name = $1", queue):
+            self.queues.add(queue)
+
+    async def queues_of(self, phone_user: str) -> list[str]:
+        rows = await self.pool.fetch("SELECT queue FROM queue_members WHERE node = $1 AND interface = $2",
+                                     self.node, interface_for(phone_user))
+        return [r["queue"] for r in rows]
+
     def _check_queue(self, queue: str) -> None:
         if queue not in self.queues:
             raise MembershipError(f"queue {queue!r} is not configured")
@@ -72,9 +82,11 @@ class QueueMembership:
             if "already there" not in str(exc).lower():
                 raise
 
-    async def login(self, phone_user: str, queue: str, penalty: int = 0) -> Member:
+    async def login(self, phone_user: str, queue: str, penalty: int = 0, member_name: str | None = None) -> Member:
+        """Add the phone to the queue (as `member_name`: the agent's name, or the phone's by default)."""
+        await self._refresh_queues(queue)
         self._check_queue(queue)
-        m = Member(queue, interface_for(phone_user), phone_user, penalty)
+        m = Member(queue, interface_for(phone_user), member_name or phone_user, penalty)
         await self._queue_add(m)
         await self.pool.execute(
             """INSERT INTO queue_members (node, queue, interface, member_name, penalty)
@@ -86,6 +98,7 @@ class QueueMembership:
         return m
 
     async def logout(self, phone_user: str, queue: str) -> None:
+        await self._refresh_queues(queue)
         self._check_queue(queue)
         iface = interface_for(phone_user)
         try:
@@ -108,6 +121,7 @@ class QueueMembership:
     async def reapply(self) -> int:
         """Re-add every stored member to Asterisk (after a reconnect or a PBX restart). Returns the count."""
         applied = 0
+        self.queues |= {r["name"] for r in await self.pool.fetch("SELECT name FROM queues")}
         for m in await self.members():
             if m.queue not in self.queues:
                 log.warning("stored member %s of unknown queue %s skipped", m.member_name, m.queue)

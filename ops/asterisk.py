@@ -137,9 +137,11 @@ class AsteriskInstance:
                 (self.rootfs / sub).mkdir(parents=True, exist_ok=True)
         self.render_config()
         console = self.dirs.console_log.open("ab")
+        # res_config_pgsql has no connect timeout of its own: bound it, so a database host that drops packets
+        # cannot hang the PBX's lookups (libpq reads PGCONNECT_TIMEOUT).
         proc = subprocess.Popen(
             self.command(), stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, env={**os.environ, "PGCONNECT_TIMEOUT": "3"},
         )
         console.close()
         self.dirs.pidfile.write_text(f"{proc.pid}\n")

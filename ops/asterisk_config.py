@@ -1,8 +1,9 @@
 """Render `asterisk-conf/` templates into an instance's runtime folder.
 
 Templates use `@@NAME@@` placeholders (Asterisk's own `${...}` syntax stays untouched). Secrets and ports
-come from the generated configuration file, never from git. Phones and queues are generated from the
-configuration so the templates stay static.
+come from the generated configuration file, never from git. Phones and queues are not rendered: Asterisk reads
+them from PostgreSQL (res_pgsql.conf, extconfig.conf, sorcery.conf; migrations 0005-0006): phones per request
+(with a memory copy for database outages), queues and penalty rules at `QueueReload`, which the service sends.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from service.config import Config
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "asterisk-conf"
 PLACEHOLDER = re.compile(r"@@([A-Z_]+)@@")
 TEMPLATE_SUFFIXES = (".conf",)
+#: Files earlier versions generated (with phone passwords): removed from an instance's folder when rendering.
+OBSOLETE_FILES = ("pjsip_phones.conf", "queues_generated.conf")
+#: Characters that would end or break a value in an Asterisk .conf file (`;` starts a comment).
+_UNSAFE_CONF_VALUE = re.compile(r"[;\r\n]")
 
 
 class RenderError(RuntimeError):
@@ -35,6 +40,11 @@ class PbxPaths:
 
 
 def template_values(cfg: Config, paths: PbxPaths) -> dict[str, str]:
+    db = cfg.database
+    for key, value in (("database.user", db.user), ("database.password", db.password), ("database.name", db.name),
+                       ("database.host", db.host)):
+        if _UNSAFE_CONF_VALUE.search(value):
+            raise RenderError(f"{key} holds ';' or a line break: Asterisk's res_pgsql.conf cannot carry it")
     return {
         "NODE": cfg.node,
         "AMI_PORT": str(cfg.ami.port),
@@ -47,6 +57,11 @@ def template_values(cfg: Config, paths: PbxPaths) -> dict[str, str]:
         "RTP_END": str(cfg.sip.rtp_end),
         "TRUNK_USER": cfg.sip.trunk.user,
         "TRUNK_PASSWORD": cfg.sip.trunk.password,
+        "DB_HOST": db.host,
+        "DB_PORT": str(db.port),
+        "DB_NAME": db.name,
+        "DB_USER": db.user,
+        "DB_PASSWORD": db.password,
         "ETC_DIR": paths.etc,
         "RUN_DIR": paths.run,
         "LOG_DIR": paths.log,
@@ -66,32 +81,11 @@ def render_text(text: str, values: dict[str, str], source: str) -> str:
     return PLACEHOLDER.sub(sub, text)
 
 
-def phones_conf(cfg: Config) -> str:
-    """One endpoint + auth + aor per configured phone, from the role's template."""
-    out = ["; generated from the configuration: do not edit\n"]
-    for phone in cfg.phones:
-        template = "agent-phone" if phone.role == "agent" else "supervisor-phone"
-        out.append(
-            f"[{phone.user}]({template})\nauth = {phone.user}-auth\naors = {phone.user}\n"
-            f'callerid = "{phone.user}" <{phone.user}>\n\n'
-            f"[{phone.user}-auth](auth-userpass)\nusername = {phone.user}\npassword = {phone.password}\n\n"
-            f"[{phone.user}](aor-phone)\n\n"
-        )
-    return "".join(out)
-
-
-def queues_conf(cfg: Config) -> str:
-    out = ["; generated from the configuration: do not edit\n"]
-    for queue in cfg.queues:
-        out.append(f"[{queue.name}](queue-common)\nstrategy = {queue.strategy}\ntimeout = {queue.timeout_s}\n\n")
-    return "".join(out)
-
-
 def render(cfg: Config, dest: Path, paths: PbxPaths, template_dir: Path = TEMPLATE_DIR) -> list[Path]:
     """Write every rendered file into `dest` (created, files replaced atomically). Returns the files."""
     dest.mkdir(parents=True, exist_ok=True)
     values = template_values(cfg, paths)
-    generated = {"pjsip_phones.conf": phones_conf(cfg), "queues_generated.conf": queues_conf(cfg)}
+    generated: dict[str, str] = {}
     written = []
     for src in sorted(template_dir.iterdir()):
         if src.suffix not in TEMPLATE_SUFFIXES:
@@ -104,4 +98,6 @@ def render(cfg: Config, dest: Path, paths: PbxPaths, template_dir: Path = TEMPLA
         tmp.chmod(0o600)
         tmp.replace(target)
         written.append(target)
+    for name in OBSOLETE_FILES:
+        (dest / name).unlink(missing_ok=True)
     return written

@@ -97,6 +97,7 @@ def build_config_data(
             "trunk": {"user": "carrier", "password": password()},
         },
         "asterisk": {"mode": asterisk_mode, "rootfs": rootfs or default_rootfs()},
+        "screenpop": {"url": "", "secret": secrets.token_urlsafe(24)},
         "phones": phones,
         "queues": [{"name": "support", "strategy": "rrmemory", "timeout_s": 15}],
         "routes": [{"did": "2000", "queue": "support"}],

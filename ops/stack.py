@@ -6,6 +6,7 @@ same start-up path.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from typing import Any
 
 from ops.asterisk import AsteriskInstance
 from ops.postgres import PgCluster
+from service.bootstrap import prepare_database
 from service.config import Config
 
 log = logging.getLogger("ops.stack")
@@ -63,6 +65,16 @@ class ManagedProcess:
     def exited(self) -> int | None:
         proc = getattr(self, "_proc", None)
         return None if proc is None else proc.poll()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (fault tests)."""
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and self._alive(pid):
+                time.sleep(0.02)
+        self.pidfile.unlink(missing_ok=True)
 
     def stop(self, timeout: float = 15.0) -> None:
         pid = self.pid()
@@ -109,6 +121,9 @@ class Stack:
         self.prepare()
         self.pg.start()
         log.info("PostgreSQL up on 127.0.0.1:%d", self.cfg.database.port)
+        applied = asyncio.run(prepare_database(self.cfg))
+        if applied:
+            log.info("database migrated: %s", ", ".join(applied))
         self.asterisk.start()
         log.info("Asterisk up: SIP udp/%d, AMI %d", self.cfg.sip.port, self.cfg.ami.port)
         if service:

@@ -112,6 +112,14 @@ class AsteriskConfig:
 
 
 @dataclass(frozen=True)
+class ScreenPopConfig:
+    """The CRM webhook called when an agent's phone rings (empty url: only the WebSocket feed)."""
+
+    url: str = ""
+    secret: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     node: str = "pbx1"
     runtime_dir: str = "var"
@@ -121,6 +129,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     sip: SipConfig = field(default_factory=SipConfig)
     asterisk: AsteriskConfig = field(default_factory=AsteriskConfig)
+    screenpop: ScreenPopConfig = field(default_factory=ScreenPopConfig)
     phones: tuple[PhoneConfig, ...] = ()
     queues: tuple[QueueConfig, ...] = ()
     routes: tuple[RouteConfig, ...] = ()
@@ -177,6 +186,10 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"route {r.did!r}: a DID is 1-20 digits")
         if r.queue not in queue_names:
             raise ConfigError(f"route {r.did}: queue {r.queue!r} is not configured")
+    if cfg.screenpop.url and not cfg.screenpop.url.startswith(("http://", "https://")):
+        raise ConfigError("screenpop.url must be an http(s) URL")
+    if cfg.screenpop.url and len(cfg.screenpop.secret) < 16:
+        raise ConfigError("screenpop.secret must be at least 16 characters")
     if cfg.asterisk.mode not in ("chroot", "host", "docker"):
         raise ConfigError("asterisk.mode must be chroot, host or docker")
     if not cfg.sip.rtp_start < cfg.sip.rtp_end:
@@ -197,6 +210,7 @@ def parse_config(data: dict[str, Any]) -> Config:
             http=_section(data, "http", HttpConfig),
             sip=SipConfig(trunk=trunk, **sip_raw),
             asterisk=_section(data, "asterisk", AsteriskConfig),
+            screenpop=_section(data, "screenpop", ScreenPopConfig),
             phones=tuple(PhoneConfig(**p) for p in data.get("phones", [])),
             queues=tuple(QueueConfig(**q) for q in data.get("queues", [])),
             routes=tuple(RouteConfig(**r) for r in data.get("routes", [])),

@@ -19,18 +19,24 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from acd.agent_service import AgentService
 from acd.config_store import ConfigStore
 from acd.membership import QueueMembership
-from ivr.inbound import InboundIvr
+from acd.pbx_sync import reload_queues
+from acd.routing import InboundRouter
+from acd.screenpop import ScreenPopNotifier
+from acd.seed import seed_from_config
+from ivr.inbound import InboundIvr, QueueTarget
 from reporting.event_store import EventBufferFull, EventWriter
 from reporting.ingest import SYNTHETIC, to_stored
 from reporting.live import LiveState
 from reporting.migrate import migrate
 from service.config import Config, load_config
 from telephony.ami import AmiClient
-from telephony.ami.events import QueueMember
+from telephony.ami.events import AgentCalled, QueueMember
 from telephony.fastagi import FastAgiServer
 from web.app import create_app
+from web.feed import FeedHub
 
 log = logging.getLogger("service")
 
@@ -62,7 +68,11 @@ class Service:
             action_timeout=cfg.ami.action_timeout, heartbeat_interval=cfg.ami.heartbeat_interval,
             heartbeat_timeout=cfg.ami.heartbeat_timeout, on_ready=self.resync,
         )
-        self.agi = FastAgiServer(cfg.agi.host, cfg.agi.port, InboundIvr(cfg.route_for))
+        self.router: InboundRouter | None = None
+        self.agi = FastAgiServer(cfg.agi.host, cfg.agi.port, InboundIvr(self._queue_target))
+        self.feed = FeedHub()
+        self.agents: AgentService | None = None
+        self.screenpop = ScreenPopNotifier(cfg.screenpop.url, cfg.screenpop.secret, publish=self.feed.publish)
         self.runner: web.AppRunner | None = None
         self._consumer: asyncio.Task[None] | None = None
         self.started_at = time.time()
@@ -73,14 +83,20 @@ class Service:
         applied = await migrate(self.pool)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
+        await seed_from_config(self.pool, cfg)
         self.writer = EventWriter(cfg.database.dsn)
         await self.writer.start()
+        self.router = InboundRouter(self.pool)
+        await self.router.warm()
         self.membership = QueueMembership(self.ami, self.pool, cfg.node, {q.name for q in cfg.queues})
+        self.agents = AgentService(self.ami, self.pool, cfg.node, self.membership, publish=self.feed.publish)
+        await self.agents.start()
         await self.agi.start()
         self._consumer = asyncio.create_task(self._consume(), name="ami-consumer")
         await self.ami.start()
         app = create_app(admin_token=cfg.http.admin_token, health=self.health, membership=self.membership,
-                         live_state=self.live, pool=self.pool, config_store=ConfigStore(self.pool))
+                         live_state=self.live, pool=self.pool,
+                         config_store=ConfigStore(self.pool, self._config_changed), feed=self.feed, agents=self.agents)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, cfg.http.host, cfg.http.port).start()
@@ -96,6 +112,9 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._consumer
         await self.agi.stop()
+        if self.agents:
+            await self.agents.stop()
+        await self.screenpop.close()
         if self.writer:
             await self.writer.stop()
         if self.pool:
@@ -108,6 +127,10 @@ class Service:
             ev = await self.ami.events.get()
             try:
                 self.live.apply(ev)
+                if self.agents is not None:
+                    self.agents.on_event(ev)
+                if isinstance(ev, AgentCalled):
+                    self.screenpop.on_agent_called(ev)
                 if ev.name not in SYNTHETIC:
                     self.writer.submit(to_stored(ev, self.cfg.node))
             except EventBufferFull:
@@ -116,14 +139,36 @@ class Service:
                 log.exception("failed to process event %s", ev.name)
 
     async def resync(self) -> None:
-        """After every AMI (re)connect: re-apply membership, then rebuild live state from Asterisk's view."""
+        """After every AMI (re)connect: queues, membership and pauses re-applied, live state rebuilt."""
+        await reload_queues(self.ami)  # first: a queue must exist in app_queue to be joined
         if self.membership is not None:
             await self.membership.reapply()
+        if self.agents is not None:
+            await self.agents.reapply()
         channels = await self.ami.list_events("CoreShowChannels")
         members = [ev for ev in await self.ami.list_events("QueueStatus") if isinstance(ev, QueueMember)]
         self.live.reset_from(channels, members)
+        if self.agents is not None:
+            for ev in members:  # ends rings/calls Asterisk no longer has (events lost while disconnected)
+                self.agents.on_event(ev)
         self.live.ami_connected = True
         log.info("resynced: %d channel(s), %d queue member(s)", len(self.live.channels), len(self.live.members))
+
+    async def _config_changed(self, resource: str) -> None:
+        """A configuration change over the API: make the PBX and the ACD see it."""
+        if resource == "queues":
+            await reload_queues(self.ami)
+        if resource in ("agents", "queues") and self.agents is not None:
+            await self.agents.reload_config()
+
+    async def _queue_target(self, did: str, caller: str) -> QueueTarget | None:
+        """The IVR's routing question, answered from the configuration in PostgreSQL."""
+        if self.router is None:
+            return None
+        t = await self.router.target_for(did, caller)
+        if t is None:
+            return None
+        return QueueTarget(t.queue, t.priority, t.max_wait_s, t.overflow_queue, t.max_penalty)
 
     def _agi_listening(self) -> bool:
         return any(sock.fileno() != -1 for sock in self.agi.sockets)

@@ -13,10 +13,12 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from acd.agent_service import AgentService
 from acd.config_store import ConfigStore
 from acd.membership import MembershipError, PbxUnavailable, QueueMembership
 from reporting.event_store import events_for_linkedid
 from reporting.live import LiveState
+from web.api_agents import add_agent_routes
 from web.api_config import add_config_routes
 from web.auth import bearer_auth, guard
 from web.errors import error, json_errors
@@ -108,7 +110,7 @@ async def call_events(request: web.Request) -> web.Response:
 
 def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMembership, live_state: LiveState,
                pool: asyncpg.Pool, config_store: ConfigStore | None = None,
-               feed: FeedHub | None = None) -> web.Application:
+               feed: FeedHub | None = None, agents: AgentService | None = None) -> web.Application:
     lookup = config_store.user_for_token if config_store else None
     app = web.Application(middlewares=[json_errors, bearer_auth(admin_token, lookup)], client_max_size=MAX_BODY)
     app[K_HEALTH] = health
@@ -124,6 +126,8 @@ def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMember
     app.router.add_get("/api/v1/calls/{linkedid}/events", guard(call_events, "supervisor", "admin"))
     if config_store is not None:
         add_config_routes(app, config_store)
+    if agents is not None:
+        add_agent_routes(app, agents)
     if feed is not None:
         app.router.add_get("/api/v1/feed", guard(feed.handle, "agent", "supervisor", "admin"))
     return app

@@ -93,6 +93,51 @@ def build() -> dict[str, Any]:
                                                   "items": {"$ref": "#/components/schemas/StoredEvent"}}),
                           **COMMON, "422": _resp("invalid linkedid", ERR)}}},
     }
+    agent_param = [{"name": "agent", "in": "path", "required": True,
+                    "schema": {"type": "string", "pattern": NAME_PATTERN}}]
+    state_ref = {"$ref": "#/components/schemas/AgentState"}
+    components["AgentState"] = {"type": "object", "properties": {
+        "agent": {"type": "string"},
+        "state": {"type": "string", "enum": ["logged_out", "available", "ringing", "on_call", "on_hold", "acw",
+                                            "paused"]},
+        "since": {"type": "number", "nullable": True, "description": "epoch seconds"},
+        "reason": {"type": "string", "nullable": True}, "linkedid": {"type": "string", "nullable": True},
+        "queue": {"type": "string", "nullable": True}, "uniqueid": {"type": "string", "nullable": True},
+        "logged_in_at": {"type": "number", "nullable": True}}}
+    agent_errors = {**COMMON, "404": _resp("no such agent, or no phone", ERR),
+                    "409": _resp("not allowed in the agent's current state (current_state says which)", ERR),
+                    "422": _resp("invalid field (unknown reason or code)", ERR),
+                    "503": _resp("the PBX did not answer", ERR)}
+    who = "Roles: the agent themself, a supervisor of their team, an admin"
+    commands = {
+        "login": ("Log in: join every queue whose required skill the agent has (penalty 5 - level)", None),
+        "logout": ("Log out of all queues", None),
+        "ready": ("End a pause or after-call work", None),
+        "pause": ("Pause with a reason code (pause-reasons)", {"type": "object", "required": ["reason"],
+                                                               "properties": {"reason": {"type": "string"}}}),
+        "disposition": ("Set the wrap-up code of the current or last call (dispositions)",
+                        {"type": "object", "required": ["code"], "properties": {"code": {"type": "string"}}}),
+    }
+    for path, (summary, body) in commands.items():
+        op: dict[str, Any] = {"summary": f"{summary}. {who}", "parameters": agent_param,
+                              "responses": {"200": _resp("the agent's new state", state_ref), **agent_errors}}
+        if body:
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        paths[f"/api/v1/agents/{{agent}}/{path}"] = {"post": op}
+    paths["/api/v1/agents/{agent}/force"] = {"post": {
+        "summary": "Supervisor force: set an agent to available, paused (with reason) or logged_out. "
+                   "Roles: supervisor of the agent's team, admin", "parameters": agent_param,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["state"], "properties": {
+                "state": {"type": "string", "enum": ["available", "paused", "logged_out"]},
+                "reason": {"type": "string"}}}}}},
+        "responses": {"200": _resp("the agent's new state", state_ref), **agent_errors}}}
+    paths["/api/v1/agents/{agent}/state"] = {"get": {"summary": f"The agent's current state. {who}",
+                                                     "parameters": agent_param,
+                                                     "responses": {"200": _resp("state", state_ref), **agent_errors}}}
+    paths["/api/v1/agent-states"] = {"get": {"summary": "Every agent's current state. Roles: supervisor, admin",
+                                             "responses": {"200": _resp("states", {"type": "array",
+                                                                                   "items": state_ref}), **COMMON}}}
     paths["/api/v1/feed"] = {"get": {
         "summary": "WebSocket live feed (JSON messages: screen_pop, agent_state ...). The token may be given as "
                    "?token= (browsers cannot set headers on a WebSocket). Agents receive only their own "

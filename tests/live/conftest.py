@@ -23,7 +23,7 @@ import pytest
 import pytest_asyncio
 
 from ops import rootfs
-from ops.generate import build_config_data, write_config
+from ops.generate import build_config_data, free_port, write_config
 from ops.stack import Stack
 from service.config import Config, load_config
 from sim.baresip import BaresipPhone
@@ -60,7 +60,8 @@ class LiveStack:
         )
         try:
             with urllib.request.urlopen(req, timeout=15) as resp:
-                return resp.status, json.load(resp)
+                raw = resp.read()
+                return resp.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as exc:
             return exc.code, json.load(exc)
 
@@ -91,7 +92,10 @@ def live_stack() -> Iterator[LiveStack]:
     runtime = Path(tempfile.mkdtemp(prefix="ccpbx-live-"))
     runtime.chmod(0o755)  # PostgreSQL runs as its own user and must reach its data folder
     config_path = runtime / "ccpbx.toml"
-    write_config(config_path, build_config_data(runtime, agents=3, supervisors=1, node="live1"))
+    data = build_config_data(runtime, agents=3, supervisors=1, node="live1")
+    # The CRM webhook of the screen-pop tests: they listen on this port while they run.
+    data["screenpop"]["url"] = f"http://127.0.0.1:{free_port()}/hook"
+    write_config(config_path, data)
     cfg = load_config(config_path)
     rootfs.ensure_rootfs(Path(cfg.asterisk.rootfs))
     stack = Stack(cfg, config_path)

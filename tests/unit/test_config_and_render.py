@@ -70,7 +70,7 @@ def test_render_fills_every_placeholder_and_keeps_security_rules(tmp_path: Path)
     out = tmp_path / "etc"
     files = render(cfg, out, PbxPaths())
     assert {f.name for f in files} >= {"manager.conf", "pjsip.conf", "extensions.conf", "modules.conf",
-                                       "pjsip_phones.conf", "queues_generated.conf"}
+                                       "res_pgsql.conf", "extconfig.conf", "sorcery.conf"}
     for f in files:
         assert "@@" not in f.read_text(), f.name
         assert f.stat().st_mode & 0o077 == 0
@@ -79,11 +79,13 @@ def test_render_fills_every_placeholder_and_keeps_security_rules(tmp_path: Path)
     write = re.search(r"^write = (.*)$", manager, re.M)
     assert write and not {"system", "command", "config", "all"} & set(write.group(1).split(","))
     assert cfg.ami.secret in manager
-    pjsip = (out / "pjsip.conf").read_text() + (out / "pjsip_phones.conf").read_text()
+    pjsip = (out / "pjsip.conf").read_text()
     sections = re.findall(r"^\[([^\]]+)\]", pjsip, re.M)
     assert "anonymous" not in sections and "endpoint_identifier_order = username" in pjsip
     assert "res_pjsip_endpoint_identifier_anonymous" not in (out / "modules.conf").read_text()
-    assert all(p.password in pjsip for p in cfg.phones)
+    assert cfg.sip.trunk.password in pjsip
+    assert not any(p.password in pjsip for p in cfg.phones)  # phones live in PostgreSQL (realtime), not in files
+    assert f"dbpass = {cfg.database.password}" in (out / "res_pgsql.conf").read_text()
     assert "autoload = no" in (out / "modules.conf").read_text()
     dialplan = (out / "extensions.conf").read_text()
     assert f"agi://127.0.0.1:{cfg.agi.port}" in dialplan

@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
+from acd.agent_service import AgentService
 from acd.config_store import ConfigStore
 from reporting.live import LiveState
 from reporting.migrate import migrate
@@ -33,7 +34,8 @@ async def api(pg_db: str) -> AsyncIterator[TestClient]:  # type: ignore[type-arg
     pool = await asyncpg.create_pool(pg_db, min_size=1, max_size=3)
     await migrate(pool)
     app = create_app(admin_token=ADMIN, health=_healthy, membership=None,  # type: ignore[arg-type]
-                     live_state=LiveState(), pool=pool, config_store=ConfigStore(pool), feed=FeedHub())
+                     live_state=LiveState(), pool=pool, config_store=ConfigStore(pool), feed=FeedHub(),
+                     agents=AgentService(None, pool, "n1", None))  # type: ignore[arg-type]
     async with TestClient(TestServer(app)) as client:
         yield client
     await pool.close()

@@ -31,3 +31,22 @@ async def test_route_queue_limits_and_vip(pg_db: str) -> None:
         assert await router.target_for("5550199", "+15551234567") is None
     finally:
         await pool.close()
+
+
+async def test_routes_from_memory_while_the_database_is_down(pg_db: str, pg_cluster) -> None:  # type: ignore[no-untyped-def]
+    pool = await asyncpg.create_pool(pg_db, min_size=1, max_size=2)
+    try:
+        await migrate(pool)
+        await pool.execute("INSERT INTO queues (name) VALUES ('sales')")
+        await pool.execute("INSERT INTO inbound_routes (did, queue) VALUES ('100', 'sales')")
+        await pool.execute("INSERT INTO vip_callers (number, priority) VALUES ('+15551234567', 20)")
+        router = InboundRouter(pool)
+        await router.warm()
+        pg_cluster.stop(mode="immediate")
+        assert await router.target_for("100", "+15551234567") == RouteTarget("sales", 20, None, None, None)
+        assert await router.target_for("100", "+15550000000") == RouteTarget("sales", 0, None, None, None)
+        assert await router.target_for("999", "+15551234567") is None
+        assert router.fallbacks == 3
+    finally:
+        pg_cluster.start()
+        await pool.close()
