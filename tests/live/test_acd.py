@@ -94,7 +94,7 @@ async def transitions(db: asyncpg.Connection, agent: str) -> list[tuple[str, str
 async def test_states_follow_the_phone_and_are_stored(
     live_stack: LiveStack, ami: EventRecorder, phones: list[BaresipPhone], db: asyncpg.Connection, acd: Any,
 ) -> None:
-    s = await acd({"ann": ("agent1", 3)}, wrapup_s=2, ring_timeout_s=15)
+    s = await acd({"ann": ("agent1", 3)}, wrapup_s=4, ring_timeout_s=15)
     (agent,) = s.agents
     await phone_for(live_stack, phones, "agent1")
     state = await api(live_stack, "POST", f"/api/v1/agents/{agent}/login")
@@ -118,9 +118,20 @@ async def test_states_follow_the_phone_and_are_stored(
     st = await eventually(lambda: _state_is(live_stack, agent, "acw"), what="acw")
     d = await api(live_stack, "POST", f"/api/v1/agents/{agent}/disposition", {"code": "resolved"})
     assert d["linkedid"] == connect.linkedid
-    # ACW ends by itself after the queue's wrap-up time (2 s).
-    back = await eventually(lambda: _state_is(live_stack, agent, "available"), timeout=6, what="acw ends")
-    assert 1.5 <= back["since"] - st["since"] <= 3.0
+    # A call arriving during after-call work waits: the agent is offered it only when ACW ends by itself
+    # after the queue's wrap-up time (4 s).
+    waiting = await start_caller(live_stack, phones)
+    mark = ami.mark()
+    await waiting.dial(f"sip:{s.did}@{live_stack.sip_registrar}", timeout=15)
+    called = await ami.wait_for("AgentCalled", lambda e: e.fields.get("MemberName") == agent, since=mark,
+                                timeout=10)
+    back = await eventually(lambda: _acw_timeout_at(db, agent), what="acw ended by its timer")
+    assert 3.5 <= back - st["since"] <= 5.0, back - st["since"]
+    assert called.timestamp >= back - 0.05, "rung during after-call work"
+    await ami.wait_for("AgentConnect", lambda e: e.fields.get("MemberName") == agent, since=mark)
+    await waiting.hangup()
+    await eventually(lambda: _state_is(live_stack, agent, "acw"), what="acw again")
+    await api(live_stack, "POST", f"/api/v1/agents/{agent}/ready")
     # A paused agent is not offered calls; ready makes the waiting call ring.
     await api(live_stack, "POST", f"/api/v1/agents/{agent}/pause", {"reason": "break"})
     caller2 = await start_caller(live_stack, phones)
@@ -137,11 +148,11 @@ async def test_states_follow_the_phone_and_are_stored(
     await eventually(lambda: _state_is(live_stack, agent, "acw"), what="acw 2")
     await api(live_stack, "POST", f"/api/v1/agents/{agent}/ready")
 
-    got = await eventually(lambda: _stored_until(db, agent, 11), what="stored transitions")
+    call = [("available", "ringing"), ("ringing", "on_call"), ("on_call", "acw")]
+    got = await eventually(lambda: _stored_until(db, agent, 15), what="stored transitions")
     assert [(f, t) for f, t, _, _ in got] == [
-        ("logged_out", "available"), ("available", "ringing"), ("ringing", "on_call"), ("on_call", "acw"),
-        ("acw", "available"), ("available", "paused"), ("paused", "available"), ("available", "ringing"),
-        ("ringing", "on_call"), ("on_call", "acw"), ("acw", "available"),
+        ("logged_out", "available"), *call, ("acw", "available"), *call, ("acw", "available"),
+        ("available", "paused"), ("paused", "available"), *call, ("acw", "available"),
     ]
     assert ("acw", "available", None, "acw_timeout") in got
     assert ("available", "paused", "break", "cmd:pause") in got
@@ -175,6 +186,12 @@ async def _state_is(live_stack: LiveStack, agent: str, state: str) -> dict[str, 
     status, body = await asyncio.to_thread(live_stack.api, "GET", f"/api/v1/agents/{agent}/state")
     assert status == 200, body
     return body if body["state"] == state else None
+
+
+async def _acw_timeout_at(db: asyncpg.Connection, agent: str) -> float | None:
+    at = await db.fetchval("SELECT at FROM agent_state_log WHERE agent = $1 AND from_state = 'acw' "
+                           "AND cause = 'acw_timeout' ORDER BY at LIMIT 1", agent)
+    return at.timestamp() if at else None
 
 
 async def _stored_until(db: asyncpg.Connection, agent: str, n: int) -> list[tuple[str, str, str | None, str]] | None:
