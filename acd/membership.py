@@ -54,8 +54,9 @@ class QueueMembership:
             self.queues.add(queue)
 
     async def queues_of(self, phone_user: str) -> list[str]:
-        rows = await self.pool.fetch("SELECT queue FROM queue_members WHERE node = $1 AND interface = $2 ORDER BY queue",
-                                     self.node, interface_for(phone_user))
+        rows = await self.pool.fetch(
+            "SELECT queue FROM queue_members WHERE node = $1 AND interface = $2 ORDER BY queue",
+            self.node, interface_for(phone_user))
         return [r["queue"] for r in rows]
 
     def _check_queue(self, queue: str) -> None:
