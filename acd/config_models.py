@@ -70,6 +70,8 @@ class QueueFields(Strict):
     wrapup_s: Annotated[int, Field(ge=0, le=3600)] = 0
     announce_position: bool = False
     announce_holdtime: bool = False
+    callback_enabled: bool = Field(False, description="waiting callers may press 1 to be called back, keeping "
+                                                      "their place in the queue")
 
     @field_validator("escalation")
     @classmethod

@@ -54,7 +54,8 @@ class Resource:
 
 
 QUEUE_COLUMNS = ("name", "strategy", "required_skill", "escalation", "sl_threshold_s", "ring_timeout_s", "max_wait_s",
-                 "max_len", "overflow_queue", "wrapup_s", "announce_position", "announce_holdtime")
+                 "max_len", "overflow_queue", "wrapup_s", "announce_position", "announce_holdtime",
+                 "callback_enabled")
 
 RESOURCES: dict[str, Resource] = {r.path: r for r in (
     Resource("teams", "teams", "name", m.TeamIn, ("name",)),

@@ -20,6 +20,7 @@ import asyncpg
 from aiohttp import web
 
 from acd.agent_service import AgentService
+from acd.callback import CallbackService
 from acd.config_store import ConfigStore
 from acd.membership import QueueMembership
 from acd.pbx_sync import reload_queues
@@ -72,6 +73,7 @@ class Service:
         self.agi = FastAgiServer(cfg.agi.host, cfg.agi.port, InboundIvr(self._queue_target))
         self.feed = FeedHub()
         self.agents: AgentService | None = None
+        self.callbacks: CallbackService | None = None
         self.screenpop = ScreenPopNotifier(cfg.screenpop.url, cfg.screenpop.secret, publish=self.feed.publish)
         self.runner: web.AppRunner | None = None
         self._consumer: asyncio.Task[None] | None = None
@@ -91,6 +93,8 @@ class Service:
         self.membership = QueueMembership(self.ami, self.pool, cfg.node, {q.name for q in cfg.queues})
         self.agents = AgentService(self.ami, self.pool, cfg.node, self.membership, publish=self.feed.publish)
         await self.agents.start()
+        self.callbacks = CallbackService(self.ami, self.pool, cfg.node)
+        await self.callbacks.start()
         await self.agi.start()
         self._consumer = asyncio.create_task(self._consume(), name="ami-consumer")
         await self.ami.start()
@@ -114,6 +118,8 @@ class Service:
         await self.agi.stop()
         if self.agents:
             await self.agents.stop()
+        if self.callbacks:
+            await self.callbacks.stop()
         await self.screenpop.close()
         if self.writer:
             await self.writer.stop()
@@ -129,6 +135,8 @@ class Service:
                 self.live.apply(ev)
                 if self.agents is not None:
                     self.agents.on_event(ev)
+                if self.callbacks is not None:
+                    self.callbacks.on_event(ev)
                 if isinstance(ev, AgentCalled):
                     self.screenpop.on_agent_called(ev)
                 if ev.name not in SYNTHETIC:
@@ -148,6 +156,8 @@ class Service:
         channels = await self.ami.list_events("CoreShowChannels")
         members = [ev for ev in await self.ami.list_events("QueueStatus") if isinstance(ev, QueueMember)]
         self.live.reset_from(channels, members)
+        if self.callbacks is not None:
+            await self.callbacks.resume()
         if self.agents is not None:
             for ev in members:  # ends rings/calls Asterisk no longer has (events lost while disconnected)
                 self.agents.on_event(ev)

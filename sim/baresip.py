@@ -100,6 +100,7 @@ _EVENT_LOG_SIZE = 5000
 
 _DTMF_RE = re.compile(r"^[0-9A-Da-d*#]+$")
 _SAFE_PARAM = re.compile(r"^[^\s<>;]+$")
+_SAFE_USER = re.compile(r"^[A-Za-z0-9+._-]{1,64}$")
 
 #: Ports this process handed to phones that are (or are about to be) running: the OS may return a just-closed
 #: ephemeral port again, so phones started concurrently would otherwise collide.
@@ -250,16 +251,30 @@ class BaresipPhone:
         source: Literal["file", "sine"] = "file",
         tone_seconds: float = 600.0,
         binary: str = BARESIP_BIN,
+        from_user: str | None = None,
+        answer_users: Iterable[str] = (),
     ) -> None:
         if register and not registrar:
             raise ValueError("register=True needs a registrar")
         if not _SAFE_PARAM.match(sip_user) or (sip_password and not _SAFE_PARAM.match(sip_password)):
             raise ValueError("sip_user/sip_password must not contain spaces, '<', '>' or ';'")
+        answer_users = tuple(answer_users)
+        if any(not _SAFE_USER.match(u) for u in (from_user or "x", *answer_users)):
+            raise ValueError("from_user/answer_users: letters, digits and + - _ . only")
         if source == "sine" and not (float(tone_hz).is_integer() and 10 <= tone_hz <= 20000):
             raise ValueError("source='sine' takes a whole frequency between 10 and 20000 Hz")
         self.name = name
         self.workdir = Path(workdir)
         self.sip_user = sip_user
+        #: The AOR's user (From header; a PBX shows it as the caller's number) when it is not the user name the
+        #: phone authenticates with: the account then sends ``auth_user=<sip_user>``.
+        self.from_user = from_user
+        #: Further request-URI users this phone answers calls for (one unregistered account each): baresip
+        #: matches an incoming INVITE to an account by that user (AOR or Contact user) and refuses others (404).
+        #: E.g. a phone registered as the carrier trunk that stands for the customers the PBX calls through it
+        #: (``PJSIP/<number>@<trunk>``). baresip's ``hangup``/``listcalls`` act on the current account only (the
+        #: main one; measured: they do not see a call of these accounts), so such calls are ended by the far end.
+        self.answer_users = answer_users
         self.sip_password = sip_password
         self.registrar = registrar
         self.tone_hz = tone_hz
@@ -300,7 +315,7 @@ class BaresipPhone:
     @property
     def aor(self) -> str:
         """The account's address of record, e.g. ``sip:1001@127.0.0.1:5060``."""
-        return f"sip:{self.sip_user}@{self.registrar or f'127.0.0.1:{self.sip_port}'}"
+        return f"sip:{self.from_user or self.sip_user}@{self.registrar or f'127.0.0.1:{self.sip_port}'}"
 
     @property
     def uri(self) -> str:
@@ -401,6 +416,8 @@ class BaresipPhone:
         await self._connect(deadline)
         self._account_mark = self.mark()
         await self.command("uanew", self._account_spec(), timeout=max(0.5, deadline - time.monotonic()))
+        for user in self.answer_users:
+            await self.command("uanew", self._answer_spec(user), timeout=max(0.5, deadline - time.monotonic()))
 
     def _config_text(self, confdir: Path) -> str:
         """Minimal config: PCMU only, no UI, no NAT helpers, nothing listening beyond 127.0.0.1."""
@@ -448,8 +465,17 @@ class BaresipPhone:
         ]
         if self.sip_password:
             params.insert(0, f"auth_pass={self.sip_password}")
+        if self.from_user and self.from_user != self.sip_user:
+            params.insert(0, f"auth_user={self.sip_user}")
         transport = ";transport=udp" if self.registrar else ""
         return f"<{self.aor}{transport}>;" + ";".join(params)
+
+    def _answer_spec(self, user: str) -> str:
+        """An account that never registers and only answers calls sent to ``user`` (see ``answer_users``)."""
+        domain = self.registrar or f"127.0.0.1:{self.sip_port}"
+        transport = ";transport=udp" if self.registrar else ""
+        answermode = "auto" if self.auto_answer else "manual"
+        return f"<sip:{user}@{domain}{transport}>;regint=0;answermode={answermode};audio_codecs=PCMU"
 
     async def _wait_ready(self, logpath: Path, offset: int, deadline: float) -> None:
         """Poll baresip's log for "baresip is ready." (or an early exit / port clash)."""

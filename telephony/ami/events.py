@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import Any
 
 __all__ = [
+    "CALLBACK_REQUEST_EVENT",
     "NOISE_EVENTS",
     "SYNTHETIC_EVENTS",
     "TYPED_EVENTS",
@@ -38,6 +39,7 @@ __all__ = [
     "BlindTransfer",
     "BridgeEnter",
     "BridgeLeave",
+    "CallbackRequest",
     "ContactStatus",
     "CoreShowChannel",
     "DeviceStateChange",
@@ -56,6 +58,7 @@ __all__ = [
     "QueueCallerAbandon",
     "QueueCallerJoin",
     "QueueCallerLeave",
+    "QueueEntry",
     "QueueMember",
     "QueueMemberAdded",
     "QueueMemberPause",
@@ -503,6 +506,17 @@ class QueueMember(_QueueMemberEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class QueueEntry(AmiEvent):
+    """One waiting caller in a ``QueueStatus`` reply (the channel is ``Channel``/``Uniqueid``)."""
+
+    position: int | None = _h("Position", conv=_int)
+    wait_s: int | None = _h("Wait", conv=_int)
+    priority: int | None = _h("Priority", conv=_int)
+    caller_id_num: str | None = _h("CallerIDNum")
+    caller_id_name: str | None = _h("CallerIDName")
+
+
+@dataclass(frozen=True, slots=True)
 class CoreShowChannel(AmiEvent):
     """One channel in a ``CoreShowChannels`` reply."""
 
@@ -552,8 +566,36 @@ class MixMonitorMute(AmiEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class CallbackRequest:
+    """The body of ``UserEvent(CallbackRequest,...)`` sent by the dialplan's [queue-callback] (raw values, to be
+    validated by the reader); the caller is the event's channel (``Uniqueid``/``Linkedid``)."""
+
+    queue: str | None
+    number: str | None
+    queue_prio: int | None  # the caller's QUEUE_PRIO
+    did: str | None  # the number the caller had dialled
+    queue_position: int | None  # QUEUEPOSITION: the caller's place when they left the queue
+
+
+#: ``UserEvent`` names the dialplan sends (asterisk-conf/extensions.conf).
+CALLBACK_REQUEST_EVENT = "CallbackRequest"
+
+
+@dataclass(frozen=True, slots=True)
 class UserEvent(AmiEvent):
     user_event: str | None = _h("UserEvent")
+
+    def callback_request(self) -> CallbackRequest | None:
+        """The callback request this event carries, ``None`` for any other user event."""
+        if self.user_event != CALLBACK_REQUEST_EVENT:
+            return None
+        return CallbackRequest(
+            queue=_str(self.get("Queue")),
+            number=_str(self.get("Number")),
+            queue_prio=_int(self.get("QueuePrio")),
+            did=_str(self.get("Did")),
+            queue_position=_int(self.get("QueuePosition")),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -630,7 +672,7 @@ _TYPED: tuple[type[AmiEvent], ...] = (
     FullyBooted, Shutdown, Newchannel, Hangup, Newstate, DialBegin, DialEnd, BridgeEnter, BridgeLeave,
     Hold, Unhold, QueueCallerJoin, QueueCallerLeave, QueueCallerAbandon, AgentCalled, AgentConnect,
     AgentComplete, AgentRingNoAnswer, AgentDump, QueueMemberAdded, QueueMemberRemoved, QueueMemberPause,
-    QueueMemberStatus, QueueMember, CoreShowChannel, MixMonitorStart, MixMonitorStop, MixMonitorMute,
+    QueueMemberStatus, QueueMember, QueueEntry, CoreShowChannel, MixMonitorStart, MixMonitorStop, MixMonitorMute,
     UserEvent, BlindTransfer,
     AttendedTransfer, ContactStatus, PeerStatus, DeviceStateChange, OriginateResponse,
 )

@@ -347,3 +347,44 @@ async def test_screen_pop_webhook_fires_once_per_offered_call(
         assert pops[0]["agent"] == pam and pops[0]["queue"] == s.queue
     finally:
         await runner.cleanup()
+
+
+async def caller_with_number(live_stack: LiveStack, phones: list[BaresipPhone], number: str) -> BaresipPhone:
+    """A carrier call presenting `number` as the caller (From user), authenticating as the trunk."""
+    trunk = live_stack.cfg.sip.trunk
+    p = BaresipPhone(f"caller-{number}", workdir=live_stack.runtime / "phones" / f"vip-{secrets.token_hex(3)}",
+                     sip_user=trunk.user, sip_password=trunk.password, registrar=live_stack.sip_registrar,
+                     tone_hz=700.0, register=False, from_user=number)
+    phones.append(p)
+    await p.start()
+    return p
+
+
+async def test_vip_caller_is_served_before_an_earlier_caller(
+    live_stack: LiveStack, ami: EventRecorder, phones: list[BaresipPhone], acd: Any,
+) -> None:
+    vip, regular = f"+1555{secrets.randbelow(10**6):06d}", "+15550100"
+    await api(live_stack, "POST", "/api/v1/vip-callers", {"number": vip, "priority": 50}, 201)
+    try:
+        s = await acd({"val": ("agent1", 3)})
+        (agent,) = s.agents
+        await phone_for(live_stack, phones, "agent1")
+        await api(live_stack, "POST", f"/api/v1/agents/{agent}/login")
+        await api(live_stack, "POST", f"/api/v1/agents/{agent}/pause", {"reason": "break"})
+        first = await caller_with_number(live_stack, phones, regular)
+        second = await caller_with_number(live_stack, phones, vip)
+        mark = ami.mark()
+        await first.dial(f"sip:{s.did}@{live_stack.sip_registrar}", timeout=15)
+        j1 = await ami.wait_for("QueueCallerJoin", lambda e: e.queue == s.queue, since=mark)
+        await second.dial(f"sip:{s.did}@{live_stack.sip_registrar}", timeout=15)
+        j2 = await ami.wait_for("QueueCallerJoin", lambda e: e.queue == s.queue and e.linkedid != j1.linkedid,
+                                since=mark)
+        assert j1.fields.get("CallerIDNum") == regular and j2.fields.get("CallerIDNum") == vip
+        assert j2.fields.get("Position") == "1"  # the VIP went ahead of the caller already waiting
+        await api(live_stack, "POST", f"/api/v1/agents/{agent}/ready")
+        served = await ami.wait_for("AgentConnect", lambda e: e.queue == s.queue, since=mark)
+        assert served.linkedid == j2.linkedid
+        await first.hangup()
+        await second.hangup()
+    finally:
+        await api(live_stack, "DELETE", f"/api/v1/vip-callers/{vip.replace('+', '%2B')}", None, 204)

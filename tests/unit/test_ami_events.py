@@ -16,12 +16,15 @@ from telephony.ami.events import (
     AmiEvent,
     AttendedTransfer,
     BlindTransfer,
+    CallbackRequest,
     ContactStatus,
     FullyBooted,
     Hangup,
     MixMonitorMute,
     QueueCallerAbandon,
+    QueueEntry,
     QueueMemberPause,
+    UserEvent,
     is_noise,
     parse_event,
 )
@@ -135,6 +138,30 @@ def test_transfers_contact_and_mute() -> None:
     assert isinstance(cs, ContactStatus) and cs.aor == "agent1" and cs.roundtrip_usec == 1234
     mm = parse_event({"Event": "MixMonitorMute", "Direction": "both", "State": "1"}, 1.0)
     assert isinstance(mm, MixMonitorMute) and mm.muted is True and mm.direction == "both"
+
+
+def test_callback_request_user_event_and_queue_entry() -> None:
+    """The body the dialplan's [queue-callback] sends (a frame as measured on Asterisk 22.10, trimmed)."""
+    frame = {"Event": "UserEvent", "Privilege": "user,all", "Channel": "PJSIP/carrier-00000002",
+             "CallerIDNum": "+15550001", "Context": "queue-callback", "Exten": "1", "Priority": "11",
+             "Uniqueid": "live1-1795452717.2", "Linkedid": "live1-1795452717.2", "UserEvent": "CallbackRequest",
+             "Queue": "q-c43257", "Number": "+15550001", "QueuePrio": "0", "Did": "3902150", "QueuePosition": "3"}
+    ev = parse_event(frame, 1.0)
+    assert isinstance(ev, UserEvent) and ev.user_event == "CallbackRequest"
+    assert ev.callback_request() == CallbackRequest(queue="q-c43257", number="+15550001", queue_prio=0,
+                                                    did="3902150", queue_position=3)
+    assert ev.uniqueid == "live1-1795452717.2"
+    # Empty values (no DID, QUEUEPOSITION unset) and garbage become None; other user events carry no request.
+    bare = parse_event({**frame, "Did": "", "QueuePosition": "", "QueuePrio": "x"}, 1.0)
+    assert isinstance(bare, UserEvent)
+    req = bare.callback_request()
+    assert req is not None and (req.did, req.queue_position, req.queue_prio) == (None, None, None)
+    other = parse_event({**frame, "UserEvent": "Other"}, 1.0)
+    assert isinstance(other, UserEvent) and other.callback_request() is None
+    entry = parse_event({"Event": "QueueEntry", "Queue": "q", "Position": "2", "Uniqueid": "1.2", "Wait": "17",
+                         "Priority": "10", "CallerIDNum": "+4930"}, 1.0)
+    assert isinstance(entry, QueueEntry)
+    assert (entry.queue, entry.position, entry.uniqueid, entry.wait_s, entry.priority) == ("q", 2, "1.2", 17, 10)
 
 
 def test_every_typed_event_parses_an_empty_frame() -> None:
