@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import aiohttp
 
@@ -35,6 +36,7 @@ class ScreenPop:
     linkedid: str | None
     uniqueid: str | None
     at: float
+    ivr_inputs: dict[str, str]
 
 
 def screen_pop_from(ev: AgentCalled) -> ScreenPop:
@@ -42,8 +44,13 @@ def screen_pop_from(ev: AgentCalled) -> ScreenPop:
     return ScreenPop(
         delivery_id=hashlib.sha256(key.encode()).hexdigest()[:32], agent=ev.member_name, interface=ev.interface,
         queue=ev.queue, caller_number=ev.caller_id_num, caller_name=ev.caller_id_name, linkedid=ev.linkedid,
-        uniqueid=ev.uniqueid, at=ev.timestamp,
+        uniqueid=ev.uniqueid, at=ev.timestamp, ivr_inputs=ivr_inputs(ev.chan_variables.get("IVR_INPUTS", "")),
     )
+
+
+def ivr_inputs(encoded: str) -> dict[str, str]:
+    """What the caller told the IVR, as the IVR stored it on the channel (URL-encoded): bounded, untrusted."""
+    return dict(parse_qsl(encoded[:2000], keep_blank_values=True)[:20])
 
 
 def sign(secret: str, body: bytes) -> str:

@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from service.config import DID_RE
 from telephony.fastagi import AgiError, AgiSession
@@ -65,5 +66,7 @@ class InboundIvr:
         await session.set_variable("IVR_MAX_WAIT", "" if target.max_wait_s is None else str(target.max_wait_s))
         await session.set_variable("IVR_OVERFLOW", target.overflow_queue or "")
         await session.set_variable("IVR_MAX_PENALTY", "" if target.max_penalty is None else str(target.max_penalty))
+        # What the caller gave the IVR, for the agent's screen-pop (the flow engine adds collected digits).
+        await session.set_variable("IVR_INPUTS", urlencode({"did": did}))
         await session.set_variable("IVR_ACTION", "queue")
         log.info("IVR: DID %s -> queue %s (%s)", did, target.queue, session.env.get("agi_uniqueid", "?"))

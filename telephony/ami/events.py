@@ -265,6 +265,17 @@ class AmiEvent:
                 return val
         return default
 
+    @property
+    def chan_variables(self) -> dict[str, str]:
+        """The channel's variables listed in manager.conf `channelvars` (`ChanVariable: NAME=value` headers;
+        repeated headers arrive joined with newlines)."""
+        out: dict[str, str] = {}
+        for line in (self.get("ChanVariable") or "").split("\n"):
+            name, sep, value = line.partition("=")
+            if sep and name:
+                out[name] = value
+        return out
+
     def _first(self, *headers: str) -> str | None:
         for h in headers:
             v = self.get(h)

@@ -345,6 +345,7 @@ async def test_screen_pop_webhook_fires_once_per_offered_call(
         assert len(pops) == 1, got
         assert got[0][1], "bad signature"
         assert pops[0]["agent"] == pam and pops[0]["queue"] == s.queue
+        assert pops[0]["ivr_inputs"] == {"did": s.did}
     finally:
         await runner.cleanup()
 

@@ -24,7 +24,8 @@ SECRET = "s" * 32
 def called(ts: str = "1795448451.123456", member: str = "agent1") -> AgentCalled:
     ev = parse_event({"Event": "AgentCalled", "Timestamp": ts, "Queue": "support", "Interface": f"PJSIP/{member}",
                       "MemberName": member, "CallerIDNum": "+15551234567", "CallerIDName": "Zoë",
-                      "Linkedid": "pbx1-1.0", "Uniqueid": "pbx1-1.0"}, time.time())
+                      "Linkedid": "pbx1-1.0", "Uniqueid": "pbx1-1.0",
+                      "ChanVariable": "IVR_INPUTS=did=2000&account=12%2634\nOTHER=x"}, time.time())
     assert isinstance(ev, AgentCalled)
     return ev
 
@@ -64,6 +65,7 @@ async def test_signed_once_per_offer_and_published() -> None:
     assert [g[1] for g in got] == ["ok", "ok"]
     assert {g[0]["agent"] for g in got} == {"agent1", "agent2"}
     assert got[0][0]["caller_number"] == "+15551234567" and got[0][0]["caller_name"] == "Zoë"
+    assert got[0][0]["ivr_inputs"] == {"did": "2000", "account": "12&34"}
     assert len(published) == 2 and published[0]["type"] == "screen_pop"
     await n.close()
     await server.close()
