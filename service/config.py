@@ -120,6 +120,13 @@ class ScreenPopConfig:
 
 
 @dataclass(frozen=True)
+class IvrConfig:
+    """IVR flows: the hosts an `http_lookup` node may call (anything else is refused when a flow is saved)."""
+
+    http_allowed_hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     node: str = "pbx1"
     runtime_dir: str = "var"
@@ -130,6 +137,7 @@ class Config:
     sip: SipConfig = field(default_factory=SipConfig)
     asterisk: AsteriskConfig = field(default_factory=AsteriskConfig)
     screenpop: ScreenPopConfig = field(default_factory=ScreenPopConfig)
+    ivr: IvrConfig = field(default_factory=IvrConfig)
     phones: tuple[PhoneConfig, ...] = ()
     queues: tuple[QueueConfig, ...] = ()
     routes: tuple[RouteConfig, ...] = ()
@@ -211,6 +219,7 @@ def parse_config(data: dict[str, Any]) -> Config:
             sip=SipConfig(trunk=trunk, **sip_raw),
             asterisk=_section(data, "asterisk", AsteriskConfig),
             screenpop=_section(data, "screenpop", ScreenPopConfig),
+            ivr=IvrConfig(tuple(str(h) for h in data.get("ivr", {}).get("http_allowed_hosts", []))),
             phones=tuple(PhoneConfig(**p) for p in data.get("phones", [])),
             queues=tuple(QueueConfig(**q) for q in data.get("queues", [])),
             routes=tuple(RouteConfig(**r) for r in data.get("routes", [])),

@@ -27,7 +27,9 @@ from acd.pbx_sync import reload_queues
 from acd.routing import InboundRouter
 from acd.screenpop import ScreenPopNotifier
 from acd.seed import seed_from_config
+from ivr.flow_store import FlowStore
 from ivr.inbound import InboundIvr, QueueTarget
+from ivr.validate import ValidationContext
 from reporting.event_store import EventBufferFull, EventWriter
 from reporting.ingest import SYNTHETIC, to_stored
 from reporting.live import LiveState
@@ -100,7 +102,8 @@ class Service:
         await self.ami.start()
         app = create_app(admin_token=cfg.http.admin_token, health=self.health, membership=self.membership,
                          live_state=self.live, pool=self.pool,
-                         config_store=ConfigStore(self.pool, self._config_changed), feed=self.feed, agents=self.agents)
+                         config_store=ConfigStore(self.pool, self._config_changed), feed=self.feed, agents=self.agents,
+                         flows=(FlowStore(self.pool), self._flow_context))
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, cfg.http.host, cfg.http.port).start()
@@ -163,6 +166,12 @@ class Service:
                 self.agents.on_event(ev)
         self.live.ami_connected = True
         log.info("resynced: %d channel(s), %d queue member(s)", len(self.live.channels), len(self.live.members))
+
+    async def _flow_context(self) -> ValidationContext:
+        """What a flow may refer to: the configured queues, the allowed lookup hosts."""
+        assert self.pool is not None
+        queues = frozenset(r["name"] for r in await self.pool.fetch("SELECT name FROM queues"))
+        return ValidationContext(allowed_hosts=frozenset(self.cfg.ivr.http_allowed_hosts), known_queues=queues)
 
     async def _config_changed(self, resource: str) -> None:
         """A configuration change over the API: make the PBX and the ACD see it."""

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from acd.config_store import RESOURCES
+from ivr.flow_model import Flow
 
 ERR = {"$ref": "#/components/schemas/Error"}
 
@@ -93,6 +94,7 @@ def build() -> dict[str, Any]:
                                                   "items": {"$ref": "#/components/schemas/StoredEvent"}}),
                           **COMMON, "422": _resp("invalid linkedid", ERR)}}},
     }
+    obj_schema = {"type": "object"}
     agent_param = [{"name": "agent", "in": "path", "required": True,
                     "schema": {"type": "string", "pattern": NAME_PATTERN}}]
     state_ref = {"$ref": "#/components/schemas/AgentState"}
@@ -138,6 +140,62 @@ def build() -> dict[str, Any]:
     paths["/api/v1/agent-states"] = {"get": {"summary": "Every agent's current state. Roles: supervisor, admin",
                                              "responses": {"200": _resp("states", {"type": "array",
                                                                                    "items": state_ref}), **COMMON}}}
+    flow_name = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string",
+                                                                            "pattern": NAME_PATTERN}}]
+    flow_doc = _model_ref(Flow, components)
+    problems = _resp("the flow has problems: `problems` lists each with its node id", ERR)
+    flow_errors = {**COMMON, "404": _resp("no such flow or version", ERR)}
+    paths["/api/v1/flows"] = {
+        "get": {"summary": "List IVR flows with their published versions. Roles: supervisor, admin",
+                "responses": {"200": _resp("flows", {"type": "array", "items": obj_schema}), **COMMON}},
+        "post": {"summary": "Create a flow (its draft); refused with every problem listed. Roles: admin",
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                     "type": "object", "required": ["name", "document"],
+                     "properties": {"name": {"type": "string", "pattern": NAME_PATTERN}, "document": flow_doc}}}}},
+                 "responses": {"201": _resp("created", obj_schema), **COMMON, "409": _resp("exists", ERR),
+                               "422": problems}}}
+    paths["/api/v1/flows/{name}"] = {
+        "get": {"summary": "A flow: draft, published version, versions. Roles: supervisor, admin",
+                "parameters": flow_name, "responses": {"200": _resp("flow", obj_schema), **flow_errors}},
+        "put": {"summary": "Replace the draft (validated). Roles: admin", "parameters": flow_name,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["document"], "properties": {"document": flow_doc}}}}},
+                "responses": {"200": _resp("saved", obj_schema), **flow_errors, "422": problems}},
+        "delete": {"summary": "Delete a flow and its versions. Roles: admin", "parameters": flow_name,
+                   "responses": {"204": _resp("deleted"), **flow_errors,
+                                 "409": _resp("an inbound route uses it", ERR)}}}
+    paths["/api/v1/flows/{name}/validate"] = {"post": {
+        "summary": "Validate a document (or the draft) without saving. Roles: supervisor, admin",
+        "parameters": flow_name, "requestBody": {"required": False, "content": {"application/json": {"schema": {
+            "type": "object", "properties": {"document": flow_doc}}}}},
+        "responses": {"200": _resp("`ok` and `problems`", obj_schema), **flow_errors}}}
+    paths["/api/v1/flows/{name}/publish"] = {"post": {
+        "summary": "Publish the draft as a new version: the next call runs it, no Asterisk reload. Roles: admin",
+        "parameters": flow_name, "responses": {"200": _resp("published_version", obj_schema), **flow_errors,
+                                               "422": problems}}}
+    paths["/api/v1/flows/{name}/rollback"] = {"post": {
+        "summary": "Make an earlier published version the current one. Roles: admin", "parameters": flow_name,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["version"], "properties": {"version": {"type": "integer",
+                                                                               "minimum": 1}}}}}},
+        "responses": {"200": _resp("published_version", obj_schema), **flow_errors,
+                      "422": _resp("invalid version", ERR)}}}
+    paths["/api/v1/flows/{name}/versions/{version}"] = {"get": {
+        "summary": "One published version's document. Roles: supervisor, admin",
+        "parameters": [*flow_name, {"name": "version", "in": "path", "required": True,
+                                    "schema": {"type": "integer", "minimum": 1}}],
+        "responses": {"200": _resp("version", obj_schema), **flow_errors}}}
+    paths["/api/v1/flows/{name}/simulate"] = {"post": {
+        "summary": "Walk the draft (or a version) with given caller inputs, no call. `inputs`: DTMF strings per "
+                   "input node (\"\" = timeout); `now`: ISO instant for time conditions; `http_responses`: "
+                   "{url: JSON} answers for http_lookup nodes. Roles: supervisor, admin",
+        "parameters": flow_name,
+        "requestBody": {"required": False, "content": {"application/json": {"schema": {
+            "type": "object", "properties": {
+                "inputs": {"type": "array", "items": {"type": "string", "pattern": "^[0-9*#]{0,32}$"}},
+                "now": {"type": "string", "format": "date-time"}, "version": {"type": "integer"},
+                "http_responses": {"type": "object"}}}}}},
+        "responses": {"200": _resp("path, variables, end", obj_schema), **flow_errors, "422": problems}}}
     paths["/api/v1/feed"] = {"get": {
         "summary": "WebSocket live feed (JSON messages: screen_pop, agent_state ...). The token may be given as "
                    "?token= (browsers cannot set headers on a WebSocket). Agents receive only their own "

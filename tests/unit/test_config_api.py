@@ -14,6 +14,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from acd.agent_service import AgentService
 from acd.config_store import ConfigStore
+from ivr.flow_store import FlowStore
+from ivr.validate import ValidationContext
 from reporting.live import LiveState
 from reporting.migrate import migrate
 from web.app import create_app
@@ -35,10 +37,18 @@ async def api(pg_db: str) -> AsyncIterator[TestClient]:  # type: ignore[type-arg
     await migrate(pool)
     app = create_app(admin_token=ADMIN, health=_healthy, membership=None,  # type: ignore[arg-type]
                      live_state=LiveState(), pool=pool, config_store=ConfigStore(pool), feed=FeedHub(),
-                     agents=AgentService(None, pool, "n1", None))  # type: ignore[arg-type]
+                     agents=AgentService(None, pool, "n1", None),  # type: ignore[arg-type]
+                     flows=(FlowStore(pool), _flow_context(pool)))
     async with TestClient(TestServer(app)) as client:
         yield client
     await pool.close()
+
+
+def _flow_context(pool: asyncpg.Pool):  # type: ignore[no-untyped-def]
+    async def ctx() -> ValidationContext:
+        queues = frozenset(r["name"] for r in await pool.fetch("SELECT name FROM queues"))
+        return ValidationContext(allowed_hosts=frozenset({"crm.test"}), known_queues=queues)
+    return ctx
 
 
 def auth(token: str = ADMIN) -> dict[str, str]:
@@ -147,3 +157,47 @@ async def test_openapi_document_lists_every_route_and_the_committed_copy_is_fres
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert routes == documented
     assert COMMITTED_OPENAPI == build_openapi(), "web/openapi.json is stale: python -m web.openapi > web/openapi.json"
+
+
+MENU_FLOW = {"start": "main", "nodes": {
+    "main": {"type": "menu", "prompt": "main-menu", "options": {"1": "sales", "2": "sub"}, "timeout_ms": 3000,
+             "retries": 1, "timeout": "bye", "invalid": "bye"},
+    "sub": {"type": "menu", "prompt": "sub-menu", "options": {"1": "sales"}, "timeout_ms": 3000, "retries": 1,
+            "timeout": "bye", "invalid": "bye"},
+    "sales": {"type": "queue", "queue": "sales"},
+    "bye": {"type": "hangup"}}}
+
+
+async def test_flows_validate_publish_rollback_simulate(api: TestClient) -> None:  # type: ignore[type-arg]
+    await call(api, "POST", "/api/v1/queues", {"name": "sales"})
+    broken = {"start": "main", "nodes": {
+        "main": {"type": "menu", "prompt": "../../etc/passwd", "options": {"x": "nowhere"}, "timeout_ms": 3000,
+                 "retries": 1, "timeout": "bye", "invalid": "bye"},
+        "bye": {"type": "hangup"}, "orphan": {"type": "teleport"},
+        "q": {"type": "queue", "queue": "no-such-queue"}}}
+    status, err = await call(api, "POST", "/api/v1/flows", {"name": "main", "document": broken})
+    assert status == 422 and err["error"] == "invalid_flow"
+    assert {p["node"] for p in err["problems"]} >= {"main", "orphan", "q"}  # every problem, with its node id
+    assert len(err["problems"]) >= 4
+    assert (await call(api, "GET", "/api/v1/flows"))[1] == []  # nothing stored
+
+    status, _ = await call(api, "POST", "/api/v1/flows", {"name": "main", "document": MENU_FLOW})
+    assert status == 201
+    status, sim = await call(api, "POST", "/api/v1/flows/main/simulate", {"inputs": ["2", "1"]})
+    assert status == 200 and sim["end"] == "queue:sales"
+    assert [s["node"] for s in sim["path"]] == ["main", "sub", "sales"]
+    assert (await call(api, "POST", "/api/v1/flows/main/simulate", {"inputs": ["1; rm -rf /"]}))[0] == 422
+    assert (await call(api, "POST", "/api/v1/flows/main/publish"))[1]["published_version"] == 1
+    v2 = {"start": "main", "nodes": {**MENU_FLOW["nodes"], "main": {**MENU_FLOW["nodes"]["main"],
+                                                                    "options": {"1": "bye", "2": "sub"}}}}
+    assert (await call(api, "PUT", "/api/v1/flows/main", {"document": v2}))[0] == 200
+    assert (await call(api, "POST", "/api/v1/flows/main/publish"))[1]["published_version"] == 2
+    status, sim = await call(api, "POST", "/api/v1/flows/main/simulate", {"inputs": ["1"], "version": 1})
+    assert sim["end"] == "queue:sales"
+    status, sim = await call(api, "POST", "/api/v1/flows/main/simulate", {"inputs": ["1"], "version": 2})
+    assert sim["end"] == "hangup"
+    assert (await call(api, "POST", "/api/v1/flows/main/rollback", {"version": 1}))[0] == 200
+    status, flow = await call(api, "GET", "/api/v1/flows/main")
+    assert flow["published_version"] == 1 and [v["version"] for v in flow["versions"]] == [1, 2]
+    status, check = await call(api, "POST", "/api/v1/flows/main/validate", {"document": broken})
+    assert status == 200 and check["ok"] is False and check["problems"]
