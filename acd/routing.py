@@ -45,13 +45,39 @@ class InboundRouter:
         self.pool = pool
         self._routes: dict[str, RouteTarget | None] = {}
         self._vips: dict[str, int] = {}
+        self._flows: dict[str, str | None] = {}
         self.fallbacks = 0
 
     async def warm(self) -> None:
         """Load every route and VIP number, so the fallback knows them before the first call."""
         for row in await self.pool.fetch(_ROUTES_SQL):
             self._routes[row["did"]] = _target(row, 0)
+        for row in await self.pool.fetch("SELECT did, ivr_flow FROM inbound_routes WHERE ivr_flow IS NOT NULL"):
+            self._flows[row["did"]] = row["ivr_flow"]
         self._vips = {r["number"]: r["priority"] for r in await self.pool.fetch("SELECT * FROM vip_callers")}
+
+    async def flow_for(self, did: str) -> str | None:
+        """The IVR flow the DID is routed to, if any (memory copy while the database is unreachable)."""
+        try:
+            flow = await self.pool.fetchval("SELECT ivr_flow FROM inbound_routes WHERE did = $1", did)
+        except DB_DOWN:
+            return self._flows.get(did)
+        self._flows[did] = flow
+        return str(flow) if flow else None
+
+    async def queue_target(self, queue: str, caller_number: str, priority: int = 0) -> RouteTarget | None:
+        """A queue chosen by an IVR flow: the queue's limits, and the higher of the flow's and the VIP priority."""
+        vip = caller_number if VIP_NUMBER.match(caller_number) else None
+        try:
+            row = await self.pool.fetchrow(
+                "SELECT name, max_wait_s, overflow_queue, escalation FROM queues WHERE name = $1", queue)
+            vip_priority = (await self.pool.fetchval("SELECT priority FROM vip_callers WHERE number = $1", vip)
+                            if vip else None) or 0
+        except DB_DOWN:
+            return RouteTarget(queue, max(priority, self._vips.get(vip or "", 0)), None, None, None)
+        if row is None:
+            return None
+        return _target(row, max(priority, int(vip_priority)))
 
     async def target_for(self, did: str, caller_number: str) -> RouteTarget | None:
         vip = caller_number if VIP_NUMBER.match(caller_number) else None

@@ -117,3 +117,11 @@ class FlowStore:
         if row is None:
             raise FlowNotFound(f"flow {name!r}: no {'published version' if version is None else version}")
         return FlowVersion(name, int(row["version"]), _doc(row["document"]))
+
+    async def record_step(self, node: str, step: Any) -> None:
+        """One executed IVR step (ivr.executor.Step): the raw material of IVR path and containment reports."""
+        await self.pool.execute(
+            """INSERT INTO ivr_steps (node, flow, version, uniqueid, linkedid, step, node_id, node_type, input, outcome)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING""",
+            node, step.flow, step.version, step.uniqueid, step.linkedid, step.index, step.node_id, step.node_type,
+            step.input, step.outcome)

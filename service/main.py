@@ -27,6 +27,8 @@ from acd.pbx_sync import reload_queues
 from acd.routing import InboundRouter
 from acd.screenpop import ScreenPopNotifier
 from acd.seed import seed_from_config
+from ivr.executor import FlowExecutor, Step
+from ivr.flow_model import Flow
 from ivr.flow_store import FlowStore
 from ivr.inbound import InboundIvr, QueueTarget
 from ivr.validate import ValidationContext
@@ -72,7 +74,9 @@ class Service:
             heartbeat_timeout=cfg.ami.heartbeat_timeout, on_ready=self.resync,
         )
         self.router: InboundRouter | None = None
-        self.agi = FastAgiServer(cfg.agi.host, cfg.agi.port, InboundIvr(self._queue_target))
+        self.flow_store: FlowStore | None = None
+        self.agi = FastAgiServer(cfg.agi.host, cfg.agi.port, InboundIvr(
+            self._queue_target, flows=self, executor=FlowExecutor(self._record_step)))
         self.feed = FeedHub()
         self.agents: AgentService | None = None
         self.callbacks: CallbackService | None = None
@@ -91,6 +95,7 @@ class Service:
         self.writer = EventWriter(cfg.database.dsn)
         await self.writer.start()
         self.router = InboundRouter(self.pool)
+        self.flow_store = FlowStore(self.pool)
         await self.router.warm()
         self.membership = QueueMembership(self.ami, self.pool, cfg.node, {q.name for q in cfg.queues})
         self.agents = AgentService(self.ami, self.pool, cfg.node, self.membership, publish=self.feed.publish)
@@ -103,7 +108,7 @@ class Service:
         app = create_app(admin_token=cfg.http.admin_token, health=self.health, membership=self.membership,
                          live_state=self.live, pool=self.pool,
                          config_store=ConfigStore(self.pool, self._config_changed), feed=self.feed, agents=self.agents,
-                         flows=(FlowStore(self.pool), self._flow_context))
+                         flows=(self.flow_store, self._flow_context))
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, cfg.http.host, cfg.http.port).start()
@@ -166,6 +171,25 @@ class Service:
                 self.agents.on_event(ev)
         self.live.ami_connected = True
         log.info("resynced: %d channel(s), %d queue member(s)", len(self.live.channels), len(self.live.members))
+
+    # ------------------------------------------------------------------ IVR flows (ivr.inbound.FlowBackend)
+    async def flow_for(self, did: str) -> str | None:
+        return await self.router.flow_for(did) if self.router is not None else None
+
+    async def published(self, name: str) -> tuple[Flow, int]:
+        assert self.flow_store is not None
+        v = await self.flow_store.version(name)
+        return Flow.model_validate(v.document), v.version
+
+    async def queue_target(self, queue: str, caller: str, priority: int) -> QueueTarget | None:
+        if self.router is None:
+            return None
+        t = await self.router.queue_target(queue, caller, priority)
+        return None if t is None else QueueTarget(t.queue, t.priority, t.max_wait_s, t.overflow_queue, t.max_penalty)
+
+    async def _record_step(self, step: Step) -> None:
+        if self.flow_store is not None:
+            await self.flow_store.record_step(self.cfg.node, step)
 
     async def _flow_context(self) -> ValidationContext:
         """What a flow may refer to: the configured queues, the allowed lookup hosts."""

@@ -1,0 +1,193 @@
+"""Run a published IVR flow on a live call over FastAGI, recording every step.
+
+The walk follows the simulator's rules (ivr/simulate.py) with real I/O: prompts are played and digits read
+with AGI `GET DATA`, HTTP lookups are made with a hard timeout, time conditions use an injectable clock. Caller
+input is only ever compared with the flow's own keys or checked with `_collect_ok` (DTMF only, length, pattern)
+before it is stored; it never reaches a dialplan application, a file name or a URL by itself (URLs only carry
+it as encoded query parameters).
+
+Supported now: play, menu, collect, time_condition, http_lookup, set_variable, language, queue, hangup. The other
+node types (transfer, message/voicemail, callback_offer, survey) end the call cleanly with the outcome
+`unsupported` recorded, until their dialplan side exists.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from ivr.flow_model import (
+    DTMF_RE,
+    CollectNode,
+    Flow,
+    HangupNode,
+    HttpLookupNode,
+    LanguageNode,
+    MenuNode,
+    PlayNode,
+    QueueNode,
+    SetVariableNode,
+    TimeConditionNode,
+    is_var_ref,
+)
+from ivr.simulate import MAX_STEPS, _collect_ok, _lookup, time_branch
+from telephony.fastagi import AgiSession
+
+log = logging.getLogger("ivr.executor")
+
+
+@dataclass(frozen=True)
+class Step:
+    flow: str
+    version: int
+    uniqueid: str
+    linkedid: str | None
+    index: int
+    node_id: str
+    node_type: str
+    input: str | None
+    outcome: str
+
+
+@dataclass
+class FlowOutcome:
+    """How the flow ended: `queue` (with queue, priority, call data) or `hangup`."""
+
+    kind: str
+    queue: str | None = None
+    priority: int = 0
+    call_data: dict[str, str] = field(default_factory=dict)
+
+
+StepSink = Callable[[Step], Awaitable[None]]
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class FlowExecutor:
+    def __init__(self, record: StepSink | None = None, *, clock: Clock = _utc_now,
+                 http_session: Callable[[], aiohttp.ClientSession] | None = None) -> None:
+        self.record = record
+        self.clock = clock
+        self._http_session = http_session
+
+    async def run(self, session: AgiSession, flow: Flow, name: str, version: int,
+                  variables: dict[str, str]) -> FlowOutcome:
+        uniqueid = session.env.get("agi_uniqueid", "?")
+        linkedid = session.env.get("agi_linkedid") or None
+        vars_ = dict(variables)
+        index = 0
+        current = flow.start
+
+        async def step(node_id: str, kind: str, typed: str | None, outcome: str) -> None:
+            nonlocal index
+            index += 1
+            if self.record is not None:
+                try:
+                    await self.record(Step(name, version, uniqueid, linkedid, index, node_id, kind, typed, outcome))
+                except Exception:  # reporting must never break the call
+                    log.exception("IVR step not recorded")
+
+        while index < MAX_STEPS:
+            node = flow.nodes[current]
+            if isinstance(node, PlayNode):
+                await session.stream_file(node.prompt)
+                await step(current, node.type, None, "played")
+                current = node.next
+            elif isinstance(node, MenuNode):
+                nxt: str | None = None
+                last = "timeout"
+                for attempt in range(node.retries + 1):
+                    prompt = node.prompt if attempt == 0 or not node.invalid_prompt else node.invalid_prompt
+                    typed = await session.get_data(prompt, node.timeout_ms, 1)
+                    if typed in node.options:
+                        await step(current, node.type, typed, f"option {typed}")
+                        nxt = node.options[typed]
+                        break
+                    last = "timeout" if typed == "" else "invalid"
+                    await step(current, node.type, typed if DTMF_RE.match(typed) else "<rejected>", last)
+                current = nxt if nxt is not None else (node.timeout if last == "timeout" else node.invalid)
+            elif isinstance(node, CollectNode):
+                got: str | None = None
+                for attempt in range(node.retries + 1):
+                    prompt = node.prompt if attempt == 0 or not node.invalid_prompt else node.invalid_prompt
+                    typed = await session.get_data(prompt, node.timeout_ms, node.max_digits)
+                    got = _collect_ok(node, typed)
+                    shown = typed if DTMF_RE.match(typed) and len(typed) <= 64 else "<rejected>"
+                    await step(current, node.type, shown, "collected" if got is not None else
+                               ("timeout" if typed == "" else "invalid"))
+                    if got is not None:
+                        break
+                if got is not None:
+                    vars_[node.var] = got
+                    current = node.next
+                else:
+                    current = node.invalid
+            elif isinstance(node, TimeConditionNode):
+                branch = time_branch(node, self.clock())
+                await step(current, node.type, None, branch)
+                current = (node.holiday or node.closed) if branch == "holiday" else (
+                    node.open if branch == "open" else node.closed)
+            elif isinstance(node, HttpLookupNode):
+                params = {k: (vars_.get(ref, "") if (ref := is_var_ref(v)) else v) for k, v in node.params.items()}
+                answer = await self._http(node, params)
+                if answer is None:
+                    await step(current, node.type, None, "failure")
+                    current = node.failure
+                else:
+                    found = _lookup(answer, node.field)
+                    if found is not None and found in node.branches:
+                        await step(current, node.type, None, f"branch {found}")
+                        current = node.branches[found]
+                    else:
+                        await step(current, node.type, None, "default")
+                        current = node.default
+            elif isinstance(node, SetVariableNode):
+                ref = is_var_ref(node.value)
+                vars_[node.var] = vars_.get(ref, "") if ref else node.value
+                await step(current, node.type, None, "set")
+                current = node.next
+            elif isinstance(node, LanguageNode):
+                vars_["lang"] = node.lang
+                await step(current, node.type, None, f"lang {node.lang}")
+                current = node.next
+            elif isinstance(node, QueueNode):
+                await step(current, node.type, None, "queued")
+                return FlowOutcome("queue", node.queue, node.priority,
+                                   {v: vars_[v] for v in node.vars if v in vars_})
+            elif isinstance(node, HangupNode):
+                await step(current, node.type, None, "hangup")
+                return FlowOutcome("hangup")
+            else:
+                await step(current, node.type, None, "unsupported")
+                log.warning("IVR flow %s v%d: node %s (%s) is not supported yet: call ended", name, version,
+                            current, node.type)
+                return FlowOutcome("hangup")
+        await step(current, "limit", None, "step_limit")
+        return FlowOutcome("hangup")
+
+    async def _http(self, node: HttpLookupNode, params: dict[str, str]) -> dict[str, Any] | None:
+        """GET with the node's timeout; any failure (timeout, HTTP error, not JSON) is the failure branch."""
+        try:
+            timeout = aiohttp.ClientTimeout(total=node.timeout_ms / 1000)
+            own = self._http_session is None
+            sess = aiohttp.ClientSession(timeout=timeout) if own else self._http_session()  # type: ignore[misc]
+            try:
+                async with sess.get(node.url, params=params, timeout=timeout) as resp:
+                    if resp.status >= 300:
+                        return None
+                    data = await resp.json(content_type=None)
+                    return data if isinstance(data, dict) else None
+            finally:
+                if own:
+                    await sess.close()
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None

@@ -1,0 +1,110 @@
+"""IVR flows on real calls: RFC 4733 DTMF through a two-level menu and a collect into a queue, the collected
+value attached to the call; publishing a new version changes the next call while the call in progress keeps
+its version; every step stored."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+from urllib.parse import parse_qs
+
+import asyncpg
+import pytest
+
+from sim.baresip import BaresipPhone
+from telephony.ami import AmiEvent
+from tests.live.conftest import LiveStack
+from tests.live.support import EventRecorder, eventually
+from tests.live.test_acd import acd, api, phone_for  # noqa: F401  (acd is a fixture)
+from tests.live.test_call_flow import start_caller
+
+pytestmark = [pytest.mark.live, pytest.mark.asyncio]
+
+
+def flow(queue: str, option2: str) -> dict[str, Any]:
+    menu = {"type": "menu", "prompt": "beep", "timeout_ms": 6000, "retries": 1, "timeout": "bye", "invalid": "bye"}
+    return {"start": "main", "nodes": {
+        "main": {**menu, "options": {"1": "bye", "2": option2, "9": "sub"}},
+        "sub": {**menu, "options": {"3": "acct"}},
+        "acct": {"type": "collect", "prompt": "beep", "var": "account", "min_digits": 4, "max_digits": 6,
+                 "terminator": "#", "pattern": "[0-9]{4,6}", "timeout_ms": 6000, "retries": 0, "next": "q",
+                 "invalid": "bye"},
+        "q": {"type": "queue", "queue": queue, "vars": ["account"]},
+        "bye": {"type": "hangup"}}}
+
+
+def get_data(e: AmiEvent, channel_uid: str) -> bool:
+    return e.uniqueid == channel_uid and e.fields.get("Command", "").upper().startswith("GET DATA")
+
+
+async def dial_flow(live_stack: LiveStack, ami: EventRecorder, caller: BaresipPhone, did: str) -> tuple[str, int]:
+    """Dial and wait for the first menu; returns the caller channel's uniqueid and the event mark."""
+    mark = ami.mark()
+    await caller.dial(f"sip:{did}@{live_stack.sip_registrar}", timeout=15)
+    first = await ami.wait_for("AGIExecStart", lambda e: e.fields.get("Command", "").upper().startswith("GET DATA"),
+                               since=mark)
+    assert first.uniqueid
+    return first.uniqueid, mark
+
+
+async def press(ami: EventRecorder, caller: BaresipPhone, uid: str, digits: str, *, nth: int, mark: int) -> None:
+    """Wait until the IVR is at its nth GET DATA on this call, then send the digits as RFC 4733 events."""
+    await eventually(lambda: _nth(ami, uid, nth, mark), timeout=15, what=f"GET DATA #{nth}")
+    await caller.send_dtmf(digits)
+
+
+async def _nth(ami: EventRecorder, uid: str, nth: int, mark: int) -> bool:
+    return len(ami.find("AGIExecStart", lambda e: get_data(e, uid), since=mark)) >= nth
+
+
+async def steps(db: asyncpg.Connection, uid: str) -> list[tuple[int, str, str | None, str]]:
+    rows = await db.fetch("SELECT version, node_id, input, outcome FROM ivr_steps WHERE uniqueid = $1 ORDER BY step",
+                          uid)
+    return [(r["version"], r["node_id"], r["input"], r["outcome"]) for r in rows]
+
+
+async def test_menus_collect_queue_and_version_pinning(
+    live_stack: LiveStack, ami: EventRecorder, phones: list[BaresipPhone], db: asyncpg.Connection, acd: Any,  # noqa: F811
+) -> None:
+    s = await acd({"ivy": ("agent3", 3)})
+    (agent,) = s.agents
+    await phone_for(live_stack, phones, "agent3")
+    await api(live_stack, "POST", f"/api/v1/agents/{agent}/login")
+    name, did = f"f-{secrets.token_hex(3)}", f"4{secrets.randbelow(10**6):06d}"
+    await api(live_stack, "POST", "/api/v1/flows", {"name": name, "document": flow(s.queue, "sub")}, 201)
+    assert (await api(live_stack, "POST", f"/api/v1/flows/{name}/publish"))["published_version"] == 1
+    await api(live_stack, "POST", "/api/v1/routes", {"did": did, "ivr_flow": name}, 201)
+    try:
+        # Call 1 starts on version 1 and is at the first menu when version 2 is published.
+        c1 = await start_caller(live_stack, phones)
+        uid1, mark1 = await dial_flow(live_stack, ami, c1, did)
+        await api(live_stack, "PUT", f"/api/v1/flows/{name}", {"document": flow(s.queue, "bye")})
+        assert (await api(live_stack, "POST", f"/api/v1/flows/{name}/publish"))["published_version"] == 2
+        await press(ami, c1, uid1, "2", nth=1, mark=mark1)   # v1: 2 -> sub (v2 would hang up)
+        await press(ami, c1, uid1, "3", nth=2, mark=mark1)   # sub: 3 -> account
+        await press(ami, c1, uid1, "4321#", nth=3, mark=mark1)
+        called = await ami.wait_for("AgentCalled", lambda e: e.linkedid == uid1 or e.uniqueid == uid1, since=mark1)
+        inputs = parse_qs(called.chan_variables.get("IVR_INPUTS", ""))
+        assert inputs == {"did": [did], "account": ["4321"]}, called.fields
+        await ami.wait_for("AgentConnect", lambda e: e.uniqueid == uid1, since=mark1)
+        await c1.hangup()
+        assert await eventually(lambda: _steps_n(db, uid1, 4), what="steps of call 1") == [
+            (1, "main", "2", "option 2"), (1, "sub", "3", "option 3"), (1, "acct", "4321", "collected"),
+            (1, "q", None, "queued")]
+
+        # Call 2 gets version 2: the same key now ends the call.
+        c2 = await start_caller(live_stack, phones)
+        uid2, mark2 = await dial_flow(live_stack, ami, c2, did)
+        await press(ami, c2, uid2, "2", nth=1, mark=mark2)
+        await c2.wait_event("CALL_CLOSED", 15)
+        assert await eventually(lambda: _steps_n(db, uid2, 2), what="steps of call 2") == [
+            (2, "main", "2", "option 2"), (2, "bye", None, "hangup")]
+        assert not ami.find("QueueCallerJoin", lambda e: e.uniqueid == uid2, since=mark2)
+    finally:
+        await api(live_stack, "DELETE", f"/api/v1/routes/{did}", None, 204)
+        await api(live_stack, "DELETE", f"/api/v1/flows/{name}", None, 204)
+
+
+async def _steps_n(db: asyncpg.Connection, uid: str, n: int) -> list[tuple[int, str, str | None, str]] | None:
+    got = await steps(db, uid)
+    return got if len(got) >= n else None

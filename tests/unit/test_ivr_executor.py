@@ -1,0 +1,116 @@
+"""The flow executor with a scripted AGI session (what the caller types) and a real local HTTP server:
+time conditions with an injected clock, HTTP lookups (branch, failure, timeout while other calls go on)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from ivr.executor import FlowExecutor, Step
+from ivr.flow_model import Flow
+
+pytestmark = pytest.mark.asyncio
+
+
+class ScriptedSession:
+    """Stands in for AgiSession: answers GET DATA from a script, records what was played."""
+
+    def __init__(self, typed: list[str]) -> None:
+        self.typed = list(typed)
+        self.played: list[str] = []
+        self.env = {"agi_uniqueid": "u.1", "agi_linkedid": "u.1"}
+
+    async def get_data(self, prompt: str, timeout_ms: int = 5000, max_digits: int = 1) -> str:
+        self.played.append(prompt)
+        return self.typed.pop(0) if self.typed else ""
+
+    async def stream_file(self, name: str, escape_digits: str = "") -> str:
+        self.played.append(name)
+        return ""
+
+
+HOURS = {"type": "time_condition", "timezone": "Europe/Paris", "hours": {"mon": [["09:00", "17:00"]]},
+         "holidays": ["2026-12-25"], "open": "q", "closed": "bye", "holiday": "xmas"}
+
+
+def flow_with(first: dict[str, Any]) -> Flow:
+    return Flow.model_validate({"start": "first", "nodes": {
+        "first": first, "q": {"type": "queue", "queue": "sales"}, "bye": {"type": "hangup"},
+        "xmas": {"type": "play", "prompt": "beep", "next": "bye"},
+        "gold": {"type": "queue", "queue": "vip", "priority": 50}}})
+
+
+@pytest.mark.parametrize(("now", "end"), [
+    (datetime(2026, 11, 23, 9, 30, tzinfo=UTC), "q"),       # Monday 10:30 in Paris: open
+    (datetime(2026, 11, 23, 16, 30, tzinfo=UTC), "bye"),    # Monday 17:30 in Paris: closed
+    (datetime(2026, 12, 25, 10, 0, tzinfo=UTC), "xmas"),    # a holiday
+])
+async def test_time_condition_uses_the_injected_clock(now: datetime, end: str) -> None:
+    recorded: list[Step] = []
+
+    async def record(step: Step) -> None:
+        recorded.append(step)
+
+    ex = FlowExecutor(record, clock=lambda: now)
+    out = await ex.run(ScriptedSession([]), flow_with(HOURS), "f", 3, {})  # type: ignore[arg-type]
+    assert {"q": "queue", "bye": "hangup", "xmas": "hangup"}[end] == out.kind
+    assert recorded[0].outcome == {"q": "open", "bye": "closed", "xmas": "holiday"}[end]
+    assert recorded[0].version == 3 and recorded[0].uniqueid == "u.1"
+
+
+async def crm(delay: float = 0.0) -> TestServer:
+    async def customer(request: web.Request) -> web.Response:
+        await asyncio.sleep(delay)
+        tier = "gold" if request.query.get("account") == "1234" else "basic"
+        return web.json_response({"customer": {"tier": tier}})
+
+    app = web.Application()
+    app.router.add_get("/customer", customer)
+    server = TestServer(app)
+    await server.start_server()
+    return server
+
+
+def lookup(url: str, timeout_ms: int = 1500) -> Flow:
+    return Flow.model_validate({"start": "acct", "nodes": {
+        "acct": {"type": "collect", "prompt": "beep", "var": "account", "max_digits": 6, "pattern": "[0-9]{4,6}",
+                 "retries": 0, "next": "look", "invalid": "bye"},
+        "look": {"type": "http_lookup", "url": url, "params": {"account": "${account}"}, "timeout_ms": timeout_ms,
+                 "field": "customer.tier", "branches": {"gold": "gold"}, "default": "q", "failure": "bye"},
+        "q": {"type": "queue", "queue": "sales"}, "bye": {"type": "hangup"},
+        "gold": {"type": "queue", "queue": "vip", "priority": 50}}})
+
+
+async def test_http_lookup_branches_on_the_answer() -> None:
+    server = await crm()
+    try:
+        url = str(server.make_url("/customer"))
+        assert (await FlowExecutor().run(ScriptedSession(["1234"]), lookup(url), "f", 1, {})).queue == "vip"  # type: ignore[arg-type]
+        assert (await FlowExecutor().run(ScriptedSession(["5555"]), lookup(url), "f", 1, {})).queue == "sales"  # type: ignore[arg-type]
+        # Letters never reach the URL: the collect refuses them and the call takes the invalid branch.
+        out = await FlowExecutor().run(ScriptedSession(["12a4"]), lookup(url), "f", 1, {})  # type: ignore[arg-type]
+        assert out.kind == "hangup"
+    finally:
+        await server.close()
+
+
+async def test_slow_lookup_takes_the_failure_branch_in_time_while_other_calls_proceed() -> None:
+    server = await crm(delay=5.0)
+    try:
+        url = str(server.make_url("/customer"))
+        start = time.monotonic()
+        slow = asyncio.create_task(FlowExecutor().run(ScriptedSession(["1234"]), lookup(url, 300), "f", 1, {}))  # type: ignore[arg-type]
+        other = await FlowExecutor(clock=lambda: datetime(2026, 11, 23, 9, 30, tzinfo=UTC)).run(
+            ScriptedSession([]), flow_with(HOURS), "g", 1, {})  # type: ignore[arg-type]
+        assert other.kind == "queue" and time.monotonic() - start < 0.25  # not held up by the slow lookup
+        out = await slow
+        assert out.kind == "hangup"  # the failure branch
+        assert 0.3 <= time.monotonic() - start < 1.0
+    finally:
+        await server.close()
