@@ -6,9 +6,9 @@ input is only ever compared with the flow's own keys or checked with `_collect_o
 before it is stored; it never reaches a dialplan application, a file name or a URL by itself (URLs only carry
 it as encoded query parameters).
 
-Supported now: play, menu, collect, time_condition, http_lookup, set_variable, language, queue, hangup. The other
-node types (transfer, message/voicemail, callback_offer, survey) end the call cleanly with the outcome
-`unsupported` recorded, until their dialplan side exists.
+Supported now: play, menu, collect, time_condition, http_lookup, set_variable, language, survey (armed here, run
+after the agent hangs up: ivr/survey.py), queue, hangup. The other node types (transfer, message/voicemail,
+callback_offer) end the call cleanly with the outcome `unsupported` recorded, until their dialplan side exists.
 """
 
 from __future__ import annotations
@@ -32,10 +32,13 @@ from ivr.flow_model import (
     PlayNode,
     QueueNode,
     SetVariableNode,
+    SurveyNode,
     TimeConditionNode,
     is_var_ref,
 )
+from ivr.prompts import PromptStore
 from ivr.simulate import MAX_STEPS, _collect_ok, _lookup, time_branch
+from ivr.survey import call_ids, survey_ref
 from telephony.fastagi import AgiSession
 
 log = logging.getLogger("ivr.executor")
@@ -62,6 +65,7 @@ class FlowOutcome:
     queue: str | None = None
     priority: int = 0
     call_data: dict[str, str] = field(default_factory=dict)
+    survey: str | None = None  # "<flow>/<version>/<node>" when a survey node was passed
 
 
 StepSink = Callable[[Step], Awaitable[None]]
@@ -70,6 +74,24 @@ Clock = Callable[[], datetime]
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+CUSTOM_PREFIX = "custom/"
+
+
+def pbx_sound(prompt: str) -> str:
+    """An uploaded prompt `custom/<name>` as the PBX path of its file (name checked again); others unchanged."""
+    if not prompt.startswith(CUSTOM_PREFIX):
+        return prompt
+    return PromptStore.path_in_pbx(prompt[len(CUSTOM_PREFIX):])  # ValueError (PromptError) on a bad name
+
+
+async def _play(session: AgiSession, prompt: str) -> None:
+    await session.stream_file(pbx_sound(prompt))
+
+
+async def _get_data(session: AgiSession, prompt: str, timeout_ms: int, max_digits: int) -> str:
+    return await session.get_data(pbx_sound(prompt), timeout_ms, max_digits)
 
 
 class FlowExecutor:
@@ -81,11 +103,11 @@ class FlowExecutor:
 
     async def run(self, session: AgiSession, flow: Flow, name: str, version: int,
                   variables: dict[str, str]) -> FlowOutcome:
-        uniqueid = session.env.get("agi_uniqueid", "?")
-        linkedid = session.env.get("agi_linkedid") or None
+        uniqueid, linkedid = call_ids(session)
         vars_ = dict(variables)
         index = 0
         current = flow.start
+        survey: str | None = None
 
         async def step(node_id: str, kind: str, typed: str | None, outcome: str) -> None:
             nonlocal index
@@ -99,7 +121,7 @@ class FlowExecutor:
         while index < MAX_STEPS:
             node = flow.nodes[current]
             if isinstance(node, PlayNode):
-                await session.stream_file(node.prompt)
+                await _play(session, node.prompt)
                 await step(current, node.type, None, "played")
                 current = node.next
             elif isinstance(node, MenuNode):
@@ -107,7 +129,7 @@ class FlowExecutor:
                 last = "timeout"
                 for attempt in range(node.retries + 1):
                     prompt = node.prompt if attempt == 0 or not node.invalid_prompt else node.invalid_prompt
-                    typed = await session.get_data(prompt, node.timeout_ms, 1)
+                    typed = await _get_data(session, prompt, node.timeout_ms, 1)
                     if typed in node.options:
                         await step(current, node.type, typed, f"option {typed}")
                         nxt = node.options[typed]
@@ -119,7 +141,7 @@ class FlowExecutor:
                 got: str | None = None
                 for attempt in range(node.retries + 1):
                     prompt = node.prompt if attempt == 0 or not node.invalid_prompt else node.invalid_prompt
-                    typed = await session.get_data(prompt, node.timeout_ms, node.max_digits)
+                    typed = await _get_data(session, prompt, node.timeout_ms, node.max_digits)
                     got = _collect_ok(node, typed)
                     shown = typed if DTMF_RE.match(typed) and len(typed) <= 64 else "<rejected>"
                     await step(current, node.type, shown, "collected" if got is not None else
@@ -159,10 +181,14 @@ class FlowExecutor:
                 vars_["lang"] = node.lang
                 await step(current, node.type, None, f"lang {node.lang}")
                 current = node.next
+            elif isinstance(node, SurveyNode):
+                survey = survey_ref(name, version, current)
+                await step(current, node.type, None, "armed")
+                current = node.next
             elif isinstance(node, QueueNode):
                 await step(current, node.type, None, "queued")
                 return FlowOutcome("queue", node.queue, node.priority,
-                                   {v: vars_[v] for v in node.vars if v in vars_})
+                                   {v: vars_[v] for v in node.vars if v in vars_}, survey)
             elif isinstance(node, HangupNode):
                 await step(current, node.type, None, "hangup")
                 return FlowOutcome("hangup")

@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 
 from ivr.executor import FlowExecutor
 from ivr.flow_model import Flow
+from ivr.survey import run_survey
 from service.config import DID_RE
 from telephony.fastagi import AgiError, AgiSession
 
@@ -51,6 +52,10 @@ class FlowBackend(Protocol):
 
     async def queue_target(self, queue: str, caller: str, priority: int) -> QueueTarget | None: ...
 
+    async def flow_version(self, name: str, version: int) -> Flow: ...
+
+    async def store_survey(self, linkedid: str, uniqueid: str, flow: str, version: int, score: int) -> None: ...
+
 
 class InboundIvr:
     def __init__(self, target_for: TargetLookup, greeting: str | None = GREETING,
@@ -61,6 +66,10 @@ class InboundIvr:
         self.executor = executor
 
     async def __call__(self, session: AgiSession) -> None:
+        if session.script == "survey":
+            if self.flows is not None:
+                await run_survey(session, self.flows.flow_version, self.flows.store_survey)
+            return
         did = session.params.get("did", "")
         if not DID_RE.match(did):
             log.warning("IVR: refused call with invalid DID %r", did[:40])
@@ -100,6 +109,8 @@ class InboundIvr:
             log.warning("IVR flow %s v%d: queue %s no longer exists", name, version, outcome.queue)
             await session.set_variable("IVR_ACTION", "hangup")
             return
+        if outcome.survey:
+            await session.set_variable("IVR_SURVEY", outcome.survey)
         await self._queue(session, target, {"did": did, **outcome.call_data})
         log.info("IVR: DID %s flow %s v%d -> queue %s", did, name, version, target.queue)
 

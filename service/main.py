@@ -31,6 +31,7 @@ from ivr.executor import FlowExecutor, Step
 from ivr.flow_model import Flow
 from ivr.flow_store import FlowStore
 from ivr.inbound import InboundIvr, QueueTarget
+from ivr.prompts import PromptStore
 from ivr.validate import ValidationContext
 from reporting.event_store import EventBufferFull, EventWriter
 from reporting.ingest import SYNTHETIC, to_stored
@@ -108,7 +109,8 @@ class Service:
         app = create_app(admin_token=cfg.http.admin_token, health=self.health, membership=self.membership,
                          live_state=self.live, pool=self.pool,
                          config_store=ConfigStore(self.pool, self._config_changed), feed=self.feed, agents=self.agents,
-                         flows=(self.flow_store, self._flow_context))
+                         flows=(self.flow_store, self._flow_context),
+                         prompts=PromptStore(cfg.runtime_path.resolve() / "asterisk" / "spool" / "prompts"))
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, cfg.http.host, cfg.http.port).start()
@@ -186,6 +188,17 @@ class Service:
             return None
         t = await self.router.queue_target(queue, caller, priority)
         return None if t is None else QueueTarget(t.queue, t.priority, t.max_wait_s, t.overflow_queue, t.max_penalty)
+
+    async def flow_version(self, name: str, version: int) -> Flow:
+        assert self.flow_store is not None
+        return Flow.model_validate((await self.flow_store.version(name, version)).document)
+
+    async def store_survey(self, linkedid: str, uniqueid: str, flow: str, version: int, score: int) -> None:
+        assert self.pool is not None
+        await self.pool.execute(
+            """INSERT INTO call_surveys (node, linkedid, uniqueid, flow, version, score) VALUES ($1, $2, $3, $4, $5, $6)
+               ON CONFLICT (node, uniqueid) DO UPDATE SET score = EXCLUDED.score, at = now()""",
+            self.cfg.node, linkedid, uniqueid, flow, version, score)
 
     async def _record_step(self, step: Step) -> None:
         if self.flow_store is not None:

@@ -32,6 +32,8 @@ _VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # GET VARIABLE also reads dialplan functions, e.g. CALLERID(num) or CHANNEL(state).
 _READ_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\([A-Za-z0-9_,.-]*\))?$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_/.-]*$")
+#: The one absolute folder a sound may come from: prompts uploaded by admins (ivr/prompts.py).
+_PROMPT_FILE_RE = re.compile(r"^/var/spool/asterisk/prompts/[a-z0-9][a-z0-9_-]{0,63}$")
 _DIGITS_RE = re.compile(r"^[0-9*#]*$")
 _APP_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _REPLY_RE = re.compile(r"^(\d{3})([ -])(.*)$")
@@ -297,6 +299,8 @@ class AgiSession:
 
 
 def _check_sound(name: str) -> None:
+    if _PROMPT_FILE_RE.match(name):
+        return
     if not _FILE_RE.match(name) or ".." in name.split("/") or len(name) > 255:
         raise ValueError(f"bad sound file name {name!r}")
 

@@ -17,11 +17,13 @@ from acd.agent_service import AgentService
 from acd.config_store import ConfigStore
 from acd.membership import MembershipError, PbxUnavailable, QueueMembership
 from ivr.flow_store import FlowStore
+from ivr.prompts import PromptStore
 from reporting.event_store import events_for_linkedid
 from reporting.live import LiveState
 from web.api_agents import add_agent_routes
 from web.api_config import add_config_routes
 from web.api_flows import ContextFactory, add_flow_routes
+from web.api_prompts import add_prompt_routes
 from web.auth import bearer_auth, guard
 from web.errors import error, json_errors
 from web.feed import FeedHub
@@ -113,7 +115,8 @@ async def call_events(request: web.Request) -> web.Response:
 def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMembership, live_state: LiveState,
                pool: asyncpg.Pool, config_store: ConfigStore | None = None,
                feed: FeedHub | None = None, agents: AgentService | None = None,
-               flows: tuple[FlowStore, ContextFactory] | None = None) -> web.Application:
+               flows: tuple[FlowStore, ContextFactory] | None = None,
+               prompts: PromptStore | None = None) -> web.Application:
     lookup = config_store.user_for_token if config_store else None
     app = web.Application(middlewares=[json_errors, bearer_auth(admin_token, lookup)], client_max_size=MAX_BODY)
     app[K_HEALTH] = health
@@ -133,6 +136,8 @@ def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMember
         add_agent_routes(app, agents)
     if flows is not None:
         add_flow_routes(app, *flows)
+    if prompts is not None:
+        add_prompt_routes(app, prompts)
     if feed is not None:
         app.router.add_get("/api/v1/feed", guard(feed.handle, "agent", "supervisor", "admin"))
     return app

@@ -233,6 +233,30 @@ def build() -> dict[str, Any]:
                        "responses": {"204": _resp("deleted"), **COMMON, "404": _resp("not found", ERR),
                                      "409": _resp("still in use (the message says by what)", ERR)}},
         }
+    prompt_name = [{"name": "name", "in": "path", "required": True,
+                    "schema": {"type": "string", "pattern": NAME_PATTERN},
+                    "description": "the prompt; a flow plays it as `custom/<name>`"}]
+    prompt_obj = {"type": "object", "properties": {
+        "name": {"type": "string"}, "duration_s": {"type": "number"}, "size": {"type": "integer"},
+        "flow_name": {"type": "string", "description": "the name to use in flows: custom/<name>"}}}
+    paths["/api/v1/prompts"] = {"get": {
+        "summary": "Uploaded IVR prompts (8 kHz mono WAV). Roles: supervisor, admin",
+        "responses": {"200": _resp("prompts", {"type": "array", "items": prompt_obj}), **COMMON}}}
+    paths["/api/v1/prompts/{name}"] = {
+        "put": {"summary": "Upload (or replace) a prompt: the raw WAV or MP3 bytes as the body, at most 10 MB; "
+                           "the format is detected from the bytes and converted to 8 kHz 16-bit mono. "
+                           "Roles: admin", "parameters": prompt_name,
+                "requestBody": {"required": True, "content": {
+                    "audio/wav": {"schema": {"type": "string", "format": "binary"}},
+                    "audio/mpeg": {"schema": {"type": "string", "format": "binary"}},
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                "responses": {"200": _resp("stored", prompt_obj), **COMMON,
+                              "413": _resp("larger than 10 MB", ERR),
+                              "422": _resp("invalid name, not WAV/MP3, or audio that cannot be read", ERR)}},
+        "delete": {"summary": "Delete a prompt. Roles: admin", "parameters": prompt_name,
+                   "responses": {"204": _resp("deleted"), **COMMON, "404": _resp("not found", ERR),
+                                 "422": _resp("invalid name", ERR)}},
+    }
     paths["/api/v1/phones/{key}/password"] = {"post": {
         "summary": "Generate a new SIP password for a phone (shown once). Roles: admin",
         "parameters": [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}],

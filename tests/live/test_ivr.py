@@ -108,3 +108,36 @@ async def test_menus_collect_queue_and_version_pinning(
 async def _steps_n(db: asyncpg.Connection, uid: str, n: int) -> list[tuple[int, str, str | None, str]] | None:
     got = await steps(db, uid)
     return got if len(got) >= n else None
+
+
+async def test_survey_after_the_agent_hangs_up_stores_the_score_against_the_call(
+    live_stack: LiveStack, ami: EventRecorder, phones: list[BaresipPhone], db: asyncpg.Connection, acd: Any,  # noqa: F811
+) -> None:
+    s = await acd({"sam": ("agent3", 3)})
+    (agent,) = s.agents
+    agent_phone = await phone_for(live_stack, phones, "agent3")
+    await api(live_stack, "POST", f"/api/v1/agents/{agent}/login")
+    name, did = f"f-{secrets.token_hex(3)}", f"4{secrets.randbelow(10**6):06d}"
+    document = {"start": "csat", "nodes": {
+        "csat": {"type": "survey", "prompt": "beep", "var": "csat", "next": "q"},
+        "q": {"type": "queue", "queue": s.queue}}}
+    await api(live_stack, "POST", "/api/v1/flows", {"name": name, "document": document}, 201)
+    await api(live_stack, "POST", f"/api/v1/flows/{name}/publish")
+    await api(live_stack, "POST", "/api/v1/routes", {"did": did, "ivr_flow": name}, 201)
+    try:
+        caller = await start_caller(live_stack, phones)
+        mark = ami.mark()
+        await caller.dial(f"sip:{did}@{live_stack.sip_registrar}", timeout=15)
+        connect = await ami.wait_for("AgentConnect", lambda e: e.fields.get("MemberName") == agent, since=mark)
+        await agent_phone.hangup()  # the agent ends the call; the caller stays for the survey
+        survey = await ami.wait_for("AGIExecStart", lambda e: e.uniqueid == connect.uniqueid and e.fields.get(
+            "Command", "").upper().startswith("GET DATA"), since=mark, timeout=15)
+        assert survey.linkedid == connect.linkedid
+        await caller.send_dtmf("4")
+        row = await eventually(lambda: db.fetchrow("SELECT score, flow, version FROM call_surveys WHERE linkedid = $1",
+                                                   connect.linkedid), what="the survey score")
+        assert (row["score"], row["flow"], row["version"]) == (4, name, 1)
+        await caller.wait_event("CALL_CLOSED", 15)
+    finally:
+        await api(live_stack, "DELETE", f"/api/v1/routes/{did}", None, 204)
+        await api(live_stack, "DELETE", f"/api/v1/flows/{name}", None, 204)

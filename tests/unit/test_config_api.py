@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from acd.agent_service import AgentService
 from acd.config_store import ConfigStore
 from ivr.flow_store import FlowStore
+from ivr.prompts import PromptStore
 from ivr.validate import ValidationContext
 from reporting.live import LiveState
 from reporting.migrate import migrate
@@ -32,13 +33,13 @@ async def _healthy() -> dict[str, Any]:
 
 
 @pytest_asyncio.fixture
-async def api(pg_db: str) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
+async def api(pg_db: str, tmp_path: Path) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
     pool = await asyncpg.create_pool(pg_db, min_size=1, max_size=3)
     await migrate(pool)
     app = create_app(admin_token=ADMIN, health=_healthy, membership=None,  # type: ignore[arg-type]
                      live_state=LiveState(), pool=pool, config_store=ConfigStore(pool), feed=FeedHub(),
                      agents=AgentService(None, pool, "n1", None),  # type: ignore[arg-type]
-                     flows=(FlowStore(pool), _flow_context(pool)))
+                     flows=(FlowStore(pool), _flow_context(pool)), prompts=PromptStore(tmp_path / "prompts"))
     async with TestClient(TestServer(app)) as client:
         yield client
     await pool.close()

@@ -24,7 +24,8 @@ class ScriptedSession:
     def __init__(self, typed: list[str]) -> None:
         self.typed = list(typed)
         self.played: list[str] = []
-        self.env = {"agi_uniqueid": "u.1", "agi_linkedid": "u.1"}
+        self.env = {"agi_uniqueid": "u.1"}
+        self.params = {"linkedid": "u.1"}
 
     async def get_data(self, prompt: str, timeout_ms: int = 5000, max_digits: int = 1) -> str:
         self.played.append(prompt)
@@ -61,7 +62,7 @@ async def test_time_condition_uses_the_injected_clock(now: datetime, end: str) -
     out = await ex.run(ScriptedSession([]), flow_with(HOURS), "f", 3, {})  # type: ignore[arg-type]
     assert {"q": "queue", "bye": "hangup", "xmas": "hangup"}[end] == out.kind
     assert recorded[0].outcome == {"q": "open", "bye": "closed", "xmas": "holiday"}[end]
-    assert recorded[0].version == 3 and recorded[0].uniqueid == "u.1"
+    assert recorded[0].version == 3 and recorded[0].uniqueid == "u.1" and recorded[0].linkedid == "u.1"
 
 
 async def crm(delay: float = 0.0) -> TestServer:
