@@ -95,6 +95,8 @@ def live_stack() -> Iterator[LiveStack]:
     data = build_config_data(runtime, agents=3, supervisors=1, node="live1")
     # The CRM webhook of the screen-pop tests: they listen on this port while they run.
     data["screenpop"]["url"] = f"http://127.0.0.1:{free_port()}/hook"
+    # The IVR http_lookup tests call a CRM stand-in on this machine.
+    data["ivr"] = {"http_allowed_hosts": ["127.0.0.1"]}
     write_config(config_path, data)
     cfg = load_config(config_path)
     rootfs.ensure_rootfs(Path(cfg.asterisk.rootfs))

@@ -4,13 +4,18 @@ its version; every step stored."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
 import asyncpg
 import pytest
+from aiohttp import web
 
+from ivr.flow_model import WEEKDAYS
+from ops.generate import free_port
 from sim.baresip import BaresipPhone
 from telephony.ami import AmiEvent
 from tests.live.conftest import LiveStack
@@ -141,3 +146,100 @@ async def test_survey_after_the_agent_hangs_up_stores_the_score_against_the_call
     finally:
         await api(live_stack, "DELETE", f"/api/v1/routes/{did}", None, 204)
         await api(live_stack, "DELETE", f"/api/v1/flows/{name}", None, 204)
+
+
+async def _end_of(db: asyncpg.Connection, uid: str, node_id: str) -> str | None:
+    return await db.fetchval("SELECT outcome FROM ivr_steps WHERE uniqueid = $1 AND node_id = $2", uid, node_id)
+
+
+async def test_time_conditions_route_open_closed_and_holiday(
+    live_stack: LiveStack, ami: EventRecorder, phones: list[BaresipPhone], db: asyncpg.Connection,
+) -> None:
+    # Windows built around the real clock (UTC): one containing now, one that does not, and today a holiday.
+    now = datetime.now(UTC)
+    day = WEEKDAYS[now.weekday()]
+    inside = [[f"{max(0, now.hour - 1):02d}:00", f"{min(24, now.hour + 2):02d}:00"]]
+    outside = [["00:00", "00:01"]] if now.hour >= 1 else [["23:00", "23:59"]]
+    cases = {"open": ({day: inside}, []), "closed": ({day: outside}, []),
+             "holiday": ({day: inside}, [now.date().isoformat()])}
+    created: list[tuple[str, str]] = []
+    try:
+        for expected, (hours, holidays) in cases.items():
+            name, did = f"t-{secrets.token_hex(3)}", f"5{secrets.randbelow(10**6):06d}"
+            doc = {"start": "hours", "nodes": {
+                "hours": {"type": "time_condition", "timezone": "UTC", "hours": hours, "holidays": holidays,
+                          "open": "o", "closed": "c", "holiday": "h"},
+                "o": {"type": "hangup"}, "c": {"type": "hangup"}, "h": {"type": "hangup"}}}
+            await api(live_stack, "POST", "/api/v1/flows", {"name": name, "document": doc}, 201)
+            await api(live_stack, "POST", f"/api/v1/flows/{name}/publish")
+            await api(live_stack, "POST", "/api/v1/routes", {"did": did, "ivr_flow": name}, 201)
+            created.append((name, did))
+            caller = await start_caller(live_stack, phones)
+            mark = ami.mark()
+            await caller.dial(f"sip:{did}@{live_stack.sip_registrar}", timeout=15)
+            ans = await ami.wait_for("AGIExecStart", lambda e: "ANSWER" in e.fields.get("Command", "").upper(),
+                                     since=mark)
+            assert ans.uniqueid
+            outcome = await eventually(lambda uid=ans.uniqueid: _end_of(db, uid, "hours"), what="time branch")
+            assert outcome == expected
+            await caller.wait_event("CALL_CLOSED", 15)
+    finally:
+        for name, did in created:
+            await api(live_stack, "DELETE", f"/api/v1/routes/{did}", None, 204)
+            await api(live_stack, "DELETE", f"/api/v1/flows/{name}", None, 204)
+
+
+async def test_http_lookup_branches_and_a_slow_one_fails_in_time_while_another_call_proceeds(
+    live_stack: LiveStack, ami: EventRecorder, phones: list[BaresipPhone], db: asyncpg.Connection,
+) -> None:
+    async def customer(request: web.Request) -> web.Response:
+        if request.query.get("slow") == "1":
+            await asyncio.sleep(5)
+        return web.json_response({"customer": {"tier": "gold"}})
+
+    app = web.Application()
+    app.router.add_get("/customer", customer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    created: list[tuple[str, str]] = []
+    try:
+        dids = {}
+        for slow in ("0", "1"):
+            name, did = f"h-{secrets.token_hex(3)}", f"6{secrets.randbelow(10**6):06d}"
+            doc = {"start": "look", "nodes": {
+                "look": {"type": "http_lookup", "url": f"http://127.0.0.1:{port}/customer",
+                         "params": {"slow": slow, "did": "${did}"}, "timeout_ms": 800, "field": "customer.tier",
+                         "branches": {"gold": "gold"}, "default": "other", "failure": "failed"},
+                "gold": {"type": "hangup"}, "other": {"type": "hangup"}, "failed": {"type": "hangup"}}}
+            await api(live_stack, "POST", "/api/v1/flows", {"name": name, "document": doc}, 201)
+            await api(live_stack, "POST", f"/api/v1/flows/{name}/publish")
+            await api(live_stack, "POST", "/api/v1/routes", {"did": did, "ivr_flow": name}, 201)
+            created.append((name, did))
+            dids[slow] = did
+        slow_caller, fast_caller = await start_caller(live_stack, phones), await start_caller(live_stack, phones)
+        mark = ami.mark()
+        await slow_caller.dial(f"sip:{dids['1']}@{live_stack.sip_registrar}", timeout=15)
+        slow_start = await ami.wait_for("AGIExecStart", lambda e: "ANSWER" in e.fields.get("Command", "").upper(),
+                                        since=mark)
+        mark2 = ami.mark()
+        await fast_caller.dial(f"sip:{dids['0']}@{live_stack.sip_registrar}", timeout=15)
+        fast_start = await ami.wait_for("AGIExecStart", lambda e: "ANSWER" in e.fields.get("Command", "").upper(),
+                                        since=mark2)
+        # The fast call is routed on the CRM's answer while the slow lookup is still pending.
+        assert await eventually(lambda: _end_of(db, fast_start.uniqueid or "", "look"), what="fast lookup") == \
+            "branch gold"
+        assert await _end_of(db, slow_start.uniqueid or "", "look") is None
+        # The slow one takes the failure branch within its timeout (0.8 s), not the CRM's 5 s.
+        outcome = await eventually(lambda: _end_of(db, slow_start.uniqueid or "", "look"), timeout=3,
+                                   what="slow lookup")
+        assert outcome == "failure"
+        at = await db.fetchval("SELECT at FROM ivr_steps WHERE uniqueid = $1 AND node_id = 'look'",
+                               slow_start.uniqueid)
+        assert at.timestamp() - slow_start.timestamp < 2.0
+    finally:
+        for name, did in created:
+            await api(live_stack, "DELETE", f"/api/v1/routes/{did}", None, 204)
+            await api(live_stack, "DELETE", f"/api/v1/flows/{name}", None, 204)
+        await runner.cleanup()
