@@ -7,8 +7,9 @@ before it is stored; it never reaches a dialplan application, a file name or a U
 it as encoded query parameters).
 
 Supported now: play, menu, collect, time_condition, http_lookup, set_variable, language, survey (armed here, run
-after the agent hangs up: ivr/survey.py), queue, hangup. The other node types (transfer, message/voicemail,
-callback_offer) end the call cleanly with the outcome `unsupported` recorded, until their dialplan side exists.
+after the agent hangs up: ivr/survey.py), queue, transfer, message/voicemail (recorded to the PBX's messages
+folder, stored in `ivr_messages`), hangup. `callback_offer` ends the call cleanly with the outcome `unsupported`
+recorded, until it is joined to the queue callback service.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from ivr.flow_model import (
     HttpLookupNode,
     LanguageNode,
     MenuNode,
+    MessageNode,
     PlayNode,
     QueueNode,
     SetVariableNode,
     SurveyNode,
     TimeConditionNode,
+    TransferNode,
     is_var_ref,
 )
 from ivr.prompts import PromptStore
@@ -66,9 +69,13 @@ class FlowOutcome:
     priority: int = 0
     call_data: dict[str, str] = field(default_factory=dict)
     survey: str | None = None  # "<flow>/<version>/<node>" when a survey node was passed
+    transfer_extension: str | None = None
+    transfer_number: str | None = None
 
 
 StepSink = Callable[[Step], Awaitable[None]]
+MessageSink = Callable[[str, int, str, str | None, str], Awaitable[None]]  # flow, version, uniqueid, linkedid, file
+MESSAGES_IN_PBX = "/var/spool/asterisk/messages"
 Clock = Callable[[], datetime]
 
 
@@ -96,8 +103,10 @@ async def _get_data(session: AgiSession, prompt: str, timeout_ms: int, max_digit
 
 class FlowExecutor:
     def __init__(self, record: StepSink | None = None, *, clock: Clock = _utc_now,
-                 http_session: Callable[[], aiohttp.ClientSession] | None = None) -> None:
+                 http_session: Callable[[], aiohttp.ClientSession] | None = None,
+                 on_message: MessageSink | None = None) -> None:
         self.record = record
+        self.on_message = on_message
         self.clock = clock
         self._http_session = http_session
 
@@ -189,6 +198,17 @@ class FlowExecutor:
                 await step(current, node.type, None, "queued")
                 return FlowOutcome("queue", node.queue, node.priority,
                                    {v: vars_[v] for v in node.vars if v in vars_}, survey)
+            elif isinstance(node, MessageNode):
+                await _play(session, node.prompt)
+                path = f"{MESSAGES_IN_PBX}/{uniqueid}"
+                await session.record_file(path, node.max_seconds * 1000)
+                await step(current, node.type, None, "recorded")
+                if self.on_message is not None:
+                    await self.on_message(name, version, uniqueid, linkedid, f"{uniqueid}.wav")
+                return FlowOutcome("hangup")
+            elif isinstance(node, TransferNode):
+                await step(current, node.type, None, "transferred")
+                return FlowOutcome("transfer", transfer_extension=node.extension, transfer_number=node.number)
             elif isinstance(node, HangupNode):
                 await step(current, node.type, None, "hangup")
                 return FlowOutcome("hangup")

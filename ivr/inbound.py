@@ -101,6 +101,14 @@ class InboundIvr:
         flow, version = await self.flows.published(name)
         await session.answer()
         outcome = await self.executor.run(session, flow, name, version, {"did": did, "caller": caller})
+        if outcome.kind == "transfer":
+            # Values from the validated flow; the dialplan checks them again before Dial().
+            if outcome.transfer_extension:
+                await session.set_variable("IVR_TRANSFER_EXT", outcome.transfer_extension)
+            if outcome.transfer_number:
+                await session.set_variable("IVR_TRANSFER_NUM", outcome.transfer_number)
+            await session.set_variable("IVR_ACTION", "transfer")
+            return
         if outcome.kind != "queue" or outcome.queue is None:
             await session.set_variable("IVR_ACTION", "hangup")
             return

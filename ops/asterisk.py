@@ -63,7 +63,7 @@ class InstanceDirs:
 
     def create(self) -> None:
         for d in (self.etc, self.run, self.log, self.log / "cel-custom", self.spool, self.recordings,
-                  self.spool / "cache"):
+                  self.spool / "cache", self.spool / "messages", self.spool / "prompts"):
             d.mkdir(parents=True, exist_ok=True)
 
 

@@ -77,7 +77,7 @@ class Service:
         self.router: InboundRouter | None = None
         self.flow_store: FlowStore | None = None
         self.agi = FastAgiServer(cfg.agi.host, cfg.agi.port, InboundIvr(
-            self._queue_target, flows=self, executor=FlowExecutor(self._record_step)))
+            self._queue_target, flows=self, executor=FlowExecutor(self._record_step, on_message=self._store_message)))
         self.feed = FeedHub()
         self.agents: AgentService | None = None
         self.callbacks: CallbackService | None = None
@@ -199,6 +199,13 @@ class Service:
             """INSERT INTO call_surveys (node, linkedid, uniqueid, flow, version, score) VALUES ($1, $2, $3, $4, $5, $6)
                ON CONFLICT (node, uniqueid) DO UPDATE SET score = EXCLUDED.score, at = now()""",
             self.cfg.node, linkedid, uniqueid, flow, version, score)
+
+    async def _store_message(self, flow: str, version: int, uniqueid: str, linkedid: str | None, file: str) -> None:
+        """A caller's recorded message: the file is in var/asterisk/spool/messages on this host."""
+        assert self.pool is not None
+        await self.pool.execute(
+            """INSERT INTO ivr_messages (node, uniqueid, linkedid, flow, version, file) VALUES ($1, $2, $3, $4, $5, $6)
+               ON CONFLICT DO NOTHING""", self.cfg.node, uniqueid, linkedid, flow, version, file)
 
     async def _record_step(self, step: Step) -> None:
         if self.flow_store is not None:

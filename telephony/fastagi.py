@@ -34,6 +34,8 @@ _READ_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\([A-Za-z0-9_,.-]*\))?$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_/.-]*$")
 #: The one absolute folder a sound may come from: prompts uploaded by admins (ivr/prompts.py).
 _PROMPT_FILE_RE = re.compile(r"^/var/spool/asterisk/prompts/[a-z0-9][a-z0-9_-]{0,63}$")
+#: Where callers' messages are recorded (one file per call, named by the channel's uniqueid).
+_MESSAGE_FILE_RE = re.compile(r"^/var/spool/asterisk/messages/[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 _DIGITS_RE = re.compile(r"^[0-9*#]*$")
 _APP_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _REPLY_RE = re.compile(r"^(\d{3})([ -])(.*)$")
@@ -290,6 +292,16 @@ class AgiSession:
         if not 1 <= level <= 4:
             raise ValueError("verbose level must be 1..4")
         await self.command(f"VERBOSE {quote_arg(message)} {level}")
+
+    async def record_file(self, path: str, max_ms: int, *, silence_s: int = 5) -> None:
+        """Record the caller into `path`.wav (a message). Only the messages folder is allowed; `#` ends it."""
+        if not _MESSAGE_FILE_RE.match(path):
+            raise ValueError(f"bad recording path {path!r}")
+        if not 1000 <= max_ms <= 600_000 or not 1 <= silence_s <= 60:
+            raise ValueError("max_ms must be 1000..600000 and silence_s 1..60")
+        res = await self.command(f'RECORD FILE {path} wav "#" {int(max_ms)} BEEP s={int(silence_s)}')
+        if res.result == "-1":
+            raise AgiError(f"RECORD FILE {path} failed (hangup or write error)")
 
     async def hangup(self) -> None:
         """Hang up the channel; a channel already gone is fine."""

@@ -17,11 +17,13 @@ from aiohttp import web
 from ivr.flow_model import WEEKDAYS
 from ops.generate import free_port
 from sim.baresip import BaresipPhone
+from sim.tones import detect_tone
 from telephony.ami import AmiEvent
 from tests.live.conftest import LiveStack
 from tests.live.support import EventRecorder, eventually
 from tests.live.test_acd import acd, api, phone_for  # noqa: F401  (acd is a fixture)
 from tests.live.test_call_flow import start_caller
+from tests.live.test_callback import _one_trunk_contact, trunk_caller
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio]
 
@@ -243,3 +245,86 @@ async def test_http_lookup_branches_and_a_slow_one_fails_in_time_while_another_c
             await api(live_stack, "DELETE", f"/api/v1/routes/{did}", None, 204)
             await api(live_stack, "DELETE", f"/api/v1/flows/{name}", None, 204)
         await runner.cleanup()
+
+
+async def test_transfer_node_rings_the_extension(
+    live_stack: LiveStack, ami: EventRecorder, phones: list[BaresipPhone], db: asyncpg.Connection,
+) -> None:
+    ext = f"7{secrets.randbelow(10**4):04d}"
+    phone = await api(live_stack, "POST", "/api/v1/phones", {"name": ext}, 201)
+    name, did = f"x-{secrets.token_hex(3)}", f"8{secrets.randbelow(10**6):06d}"
+    doc = {"start": "t", "nodes": {"t": {"type": "transfer", "extension": ext}}}
+    await api(live_stack, "POST", "/api/v1/flows", {"name": name, "document": doc}, 201)
+    await api(live_stack, "POST", f"/api/v1/flows/{name}/publish")
+    await api(live_stack, "POST", "/api/v1/routes", {"did": did, "ivr_flow": name}, 201)
+    try:
+        desk = BaresipPhone(f"desk-{ext}", workdir=live_stack.runtime / "phones" / f"ext-{ext}", sip_user=ext,
+                            sip_password=phone["password"], registrar=live_stack.sip_registrar, tone_hz=1300.0)
+        phones.append(desk)
+        await desk.start()
+        await desk.wait_registered(10)
+        caller = await start_caller(live_stack, phones)
+        await caller.dial(f"sip:{did}@{live_stack.sip_registrar}", timeout=15)
+        await desk.wait_event("CALL_ESTABLISHED", 15)  # the extension's phone answered the transferred call
+        await caller.hangup()
+        await desk.wait_event("CALL_CLOSED", 10)
+        assert await db.fetchval("SELECT outcome FROM ivr_steps WHERE flow = $1 AND node_id = 't'", name) == \
+            "transferred"
+    finally:
+        await api(live_stack, "DELETE", f"/api/v1/routes/{did}", None, 204)
+        await api(live_stack, "DELETE", f"/api/v1/flows/{name}", None, 204)
+        await api(live_stack, "DELETE", f"/api/v1/phones/{ext}", None, 204)
+
+
+async def test_transfer_node_calls_a_number_through_the_trunk(
+    live_stack: LiveStack, ami: EventRecorder, phones: list[BaresipPhone], db: asyncpg.Connection,
+) -> None:
+    number = f"+1555{secrets.randbelow(10**7):07d}"
+    name, did = f"n-{secrets.token_hex(3)}", f"8{secrets.randbelow(10**6):06d}"
+    doc = {"start": "t", "nodes": {"t": {"type": "transfer", "number": number}}}
+    await api(live_stack, "POST", "/api/v1/flows", {"name": name, "document": doc}, 201)
+    await api(live_stack, "POST", f"/api/v1/flows/{name}/publish")
+    await api(live_stack, "POST", "/api/v1/routes", {"did": did, "ivr_flow": name}, 201)
+    try:
+        trunk = live_stack.cfg.sip.trunk
+        gateway = BaresipPhone("xfer-gateway", workdir=live_stack.runtime / "phones" / f"gw-{secrets.token_hex(2)}",
+                               sip_user=trunk.user, sip_password=trunk.password,
+                               registrar=live_stack.sip_registrar, tone_hz=1300.0, answer_users=(number,))
+        phones.append(gateway)
+        await gateway.start()
+        await gateway.wait_registered(10)
+        await eventually(lambda: _one_trunk_contact(live_stack), what="the gateway as the trunk's only contact")
+        caller = await trunk_caller(live_stack, phones, "xfer")
+        mark = ami.mark()
+        await caller.dial(f"sip:{did}@{live_stack.sip_registrar}", timeout=15)
+        dial = await ami.wait_for("DialBegin", lambda e: number in e.fields.get("DialString", ""), since=mark)
+        assert dial.fields.get("DialString") == f"{number}@{trunk.user}"
+        await gateway.wait_event("CALL_ESTABLISHED", 15)  # the carrier's side answered the transferred call
+        await caller.hangup()
+        assert await db.fetchval("SELECT outcome FROM ivr_steps WHERE flow = $1 AND node_id = 't'", name) == \
+            "transferred"
+    finally:
+        await api(live_stack, "DELETE", f"/api/v1/routes/{did}", None, 204)
+        await api(live_stack, "DELETE", f"/api/v1/flows/{name}", None, 204)
+
+
+async def test_message_node_records_what_the_caller_says(
+    live_stack: LiveStack, ami: EventRecorder, phones: list[BaresipPhone], db: asyncpg.Connection,
+) -> None:
+    name, did = f"m-{secrets.token_hex(3)}", f"9{secrets.randbelow(10**6):06d}"
+    doc = {"start": "vm", "nodes": {"vm": {"type": "voicemail", "prompt": "beep", "max_seconds": 5}}}
+    await api(live_stack, "POST", "/api/v1/flows", {"name": name, "document": doc}, 201)
+    await api(live_stack, "POST", f"/api/v1/flows/{name}/publish")
+    await api(live_stack, "POST", "/api/v1/routes", {"did": did, "ivr_flow": name}, 201)
+    try:
+        caller = await start_caller(live_stack, phones)  # plays its 700 Hz tone all the time
+        await caller.dial(f"sip:{did}@{live_stack.sip_registrar}", timeout=15)
+        await caller.wait_event("CALL_CLOSED", 20)  # the recording ends after max_seconds, then the call
+        row = await eventually(lambda: db.fetchrow("SELECT file, linkedid FROM ivr_messages WHERE flow = $1", name),
+                               what="the message row")
+        wav = live_stack.runtime / "asterisk" / "spool" / "messages" / row["file"]
+        heard = detect_tone(wav, 700.0)
+        assert heard.frames >= 60 and heard.share > 0.5, heard  # ~5 s of the caller's tone
+    finally:
+        await api(live_stack, "DELETE", f"/api/v1/routes/{did}", None, 204)
+        await api(live_stack, "DELETE", f"/api/v1/flows/{name}", None, 204)
