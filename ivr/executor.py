@@ -8,8 +8,8 @@ it as encoded query parameters).
 
 Supported now: play, menu, collect, time_condition, http_lookup, set_variable, language, survey (armed here, run
 after the agent hangs up: ivr/survey.py), queue, transfer, message/voicemail (recorded to the PBX's messages
-folder, stored in `ivr_messages`), hangup. `callback_offer` ends the call cleanly with the outcome `unsupported`
-recorded, until it is joined to the queue callback service.
+folder, stored in `ivr_messages`), callback_offer (accepted: the next queue node books a callback through the
+queue callback service instead of queueing the caller), hangup.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import aiohttp
 
 from ivr.flow_model import (
     DTMF_RE,
+    CallbackOfferNode,
     CollectNode,
     Flow,
     HangupNode,
@@ -42,7 +43,7 @@ from ivr.flow_model import (
 from ivr.prompts import PromptStore
 from ivr.simulate import MAX_STEPS, _collect_ok, _lookup, time_branch
 from ivr.survey import call_ids, survey_ref
-from telephony.fastagi import AgiSession
+from telephony.fastagi import AgiError, AgiHangup, AgiSession
 
 log = logging.getLogger("ivr.executor")
 
@@ -112,11 +113,30 @@ class FlowExecutor:
 
     async def run(self, session: AgiSession, flow: Flow, name: str, version: int,
                   variables: dict[str, str]) -> FlowOutcome:
+        """Walk the flow; a caller hanging up mid-flow or an AGI error ends it cleanly and is recorded as the
+        outcome of the node it happened in (then raised on, so the FastAGI server closes the session)."""
+        where: list[tuple[str, str]] = []
+        try:
+            return await self._walk(session, flow, name, version, variables, where)
+        except AgiError as exc:
+            node_id, kind = where[-1] if where else (flow.start, "?")
+            outcome = "caller_hangup" if isinstance(exc, AgiHangup) else "agi_error"
+            if self.record is not None:
+                uniqueid, linkedid = call_ids(session)
+                try:
+                    await self.record(Step(name, version, uniqueid, linkedid, 10_000, node_id, kind, None, outcome))
+                except Exception:
+                    log.exception("IVR step not recorded")
+            raise
+
+    async def _walk(self, session: AgiSession, flow: Flow, name: str, version: int,
+                    variables: dict[str, str], where: list[tuple[str, str]]) -> FlowOutcome:
         uniqueid, linkedid = call_ids(session)
         vars_ = dict(variables)
         index = 0
         current = flow.start
         survey: str | None = None
+        callback = False  # a callback offer was accepted: the queue node then books a callback instead
 
         async def step(node_id: str, kind: str, typed: str | None, outcome: str) -> None:
             nonlocal index
@@ -129,6 +149,7 @@ class FlowExecutor:
 
         while index < MAX_STEPS:
             node = flow.nodes[current]
+            where.append((current, node.type))
             if isinstance(node, PlayNode):
                 await _play(session, node.prompt)
                 await step(current, node.type, None, "played")
@@ -194,9 +215,15 @@ class FlowExecutor:
                 survey = survey_ref(name, version, current)
                 await step(current, node.type, None, "armed")
                 current = node.next
+            elif isinstance(node, CallbackOfferNode):
+                typed = await _get_data(session, node.prompt, node.timeout_ms, 1)
+                callback = typed == node.digit
+                await step(current, node.type, typed if DTMF_RE.match(typed) else "<rejected>",
+                           "accepted" if callback else "declined")
+                current = node.accepted if callback else node.declined
             elif isinstance(node, QueueNode):
-                await step(current, node.type, None, "queued")
-                return FlowOutcome("queue", node.queue, node.priority,
+                await step(current, node.type, None, "callback" if callback else "queued")
+                return FlowOutcome("callback" if callback else "queue", node.queue, node.priority,
                                    {v: vars_[v] for v in node.vars if v in vars_}, survey)
             elif isinstance(node, MessageNode):
                 await _play(session, node.prompt)

@@ -109,7 +109,7 @@ class InboundIvr:
                 await session.set_variable("IVR_TRANSFER_NUM", outcome.transfer_number)
             await session.set_variable("IVR_ACTION", "transfer")
             return
-        if outcome.kind != "queue" or outcome.queue is None:
+        if outcome.kind not in ("queue", "callback") or outcome.queue is None:
             await session.set_variable("IVR_ACTION", "hangup")
             return
         target = await self.flows.queue_target(outcome.queue, caller, outcome.priority)
@@ -120,6 +120,8 @@ class InboundIvr:
         if outcome.survey:
             await session.set_variable("IVR_SURVEY", outcome.survey)
         await self._queue(session, target, {"did": did, **outcome.call_data})
+        if outcome.kind == "callback":  # the dialplan books it (and queues the caller if there is no number)
+            await session.set_variable("IVR_ACTION", "callback")
         log.info("IVR: DID %s flow %s v%d -> queue %s", did, name, version, target.queue)
 
     async def _queue(self, session: AgiSession, target: QueueTarget, inputs: dict[str, str]) -> None:

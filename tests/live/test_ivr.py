@@ -328,3 +328,52 @@ async def test_message_node_records_what_the_caller_says(
     finally:
         await api(live_stack, "DELETE", f"/api/v1/routes/{did}", None, 204)
         await api(live_stack, "DELETE", f"/api/v1/flows/{name}", None, 204)
+
+
+async def test_callback_offer_accepted_books_a_callback_served_agent_first(
+    live_stack: LiveStack, ami: EventRecorder, phones: list[BaresipPhone], db: asyncpg.Connection, acd: Any,  # noqa: F811
+) -> None:
+    s = await acd({"cara": ("agent3", 3)}, wrapup_s=0, callback_enabled=True)
+    (agent,) = s.agents
+    await phone_for(live_stack, phones, "agent3")
+    await api(live_stack, "POST", f"/api/v1/agents/{agent}/login")
+    await api(live_stack, "POST", f"/api/v1/agents/{agent}/pause", {"reason": "break"})
+    number = f"+1555{secrets.randbelow(10**7):07d}"
+    name, did = f"c-{secrets.token_hex(3)}", f"9{secrets.randbelow(10**6):06d}"
+    doc = {"start": "offer", "nodes": {
+        "offer": {"type": "callback_offer", "prompt": "beep", "digit": "1", "timeout_ms": 6000,
+                  "accepted": "q", "declined": "q"},
+        "q": {"type": "queue", "queue": s.queue}}}
+    await api(live_stack, "POST", "/api/v1/flows", {"name": name, "document": doc}, 201)
+    await api(live_stack, "POST", f"/api/v1/flows/{name}/publish")
+    await api(live_stack, "POST", "/api/v1/routes", {"did": did, "ivr_flow": name}, 201)
+    try:
+        trunk = live_stack.cfg.sip.trunk
+        gateway = BaresipPhone("cbo-gateway", workdir=live_stack.runtime / "phones" / f"cbo-{secrets.token_hex(2)}",
+                               sip_user=trunk.user, sip_password=trunk.password,
+                               registrar=live_stack.sip_registrar, tone_hz=1300.0, answer_users=(number,))
+        phones.append(gateway)
+        await gateway.start()
+        await gateway.wait_registered(10)
+        await eventually(lambda: _one_trunk_contact(live_stack), what="the gateway as the trunk's only contact")
+        caller = await trunk_caller(live_stack, phones, "cbo", number)
+        uid, mark = await dial_flow(live_stack, ami, caller, did)
+        await press(ami, caller, uid, "1", nth=1, mark=mark)
+        await caller.wait_event("CALL_CLOSED", 15)  # thanked and hung up: no waiting on the line
+        assert not ami.find("QueueCallerJoin", lambda e: e.uniqueid == uid, since=mark)
+        row = await eventually(lambda: db.fetchrow(
+            "SELECT id, status, number FROM callbacks WHERE caller_uniqueid = $1", uid), what="the callback booked")
+        assert row["number"] == number
+        await api(live_stack, "POST", f"/api/v1/agents/{agent}/ready")
+        connect = await ami.wait_for("AgentConnect", lambda e: e.queue == s.queue, since=mark, timeout=20)
+        dial = await ami.wait_for("DialBegin", lambda e: number in e.fields.get("DialString", ""), since=mark)
+        assert dial.timestamp >= connect.timestamp  # the agent first, then the caller
+        await gateway.wait_event("CALL_ESTABLISHED", 15)
+        done = await eventually(lambda: db.fetchval("SELECT status FROM callbacks WHERE id = $1 AND status = "
+                                                    "'completed'", row["id"]), what="callback completed")
+        assert done == "completed"
+        assert await db.fetchval("SELECT outcome FROM ivr_steps WHERE uniqueid = $1 AND node_id = 'offer'",
+                                 uid) == "accepted"
+    finally:
+        await api(live_stack, "DELETE", f"/api/v1/routes/{did}", None, 204)
+        await api(live_stack, "DELETE", f"/api/v1/flows/{name}", None, 204)

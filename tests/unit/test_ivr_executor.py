@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestServer
 
 from ivr.executor import FlowExecutor, Step
 from ivr.flow_model import Flow
+from telephony.fastagi import AgiHangup
 
 pytestmark = pytest.mark.asyncio
 
@@ -115,3 +116,20 @@ async def test_slow_lookup_takes_the_failure_branch_in_time_while_other_calls_pr
         assert 0.3 <= time.monotonic() - start < 1.0
     finally:
         await server.close()
+
+
+class HangingUpSession(ScriptedSession):
+    async def get_data(self, prompt: str, timeout_ms: int = 5000, max_digits: int = 1) -> str:
+        raise AgiHangup("the caller hung up")
+
+
+async def test_a_caller_hanging_up_mid_flow_is_recorded_at_the_node() -> None:
+    recorded: list[Step] = []
+
+    async def record(step: Step) -> None:
+        recorded.append(step)
+
+    menu = {"type": "menu", "prompt": "beep", "options": {"1": "q"}, "timeout": "bye", "invalid": "bye"}
+    with pytest.raises(AgiHangup):
+        await FlowExecutor(record).run(HangingUpSession([]), flow_with(menu), "f", 2, {})  # type: ignore[arg-type]
+    assert [(s.node_id, s.node_type, s.outcome) for s in recorded] == [("first", "menu", "caller_hangup")]
