@@ -32,6 +32,21 @@ async def _one_trunk_contact(live_stack: LiveStack) -> bool:
     return len(re.findall(r"^\s*Contact:\s+(?!<Aor/ContactUri)\S+/sip:", out, re.M)) == 1
 
 
+async def carrier_gateway(live_stack: LiveStack, phones: list[BaresipPhone], number: str,
+                          tone_hz: float = CUSTOMER_TONE) -> BaresipPhone:
+    """The carrier's network: registered as the trunk user (its only contact), it answers the calls Asterisk
+    sends to PJSIP/<number>@<trunk> (the request-URI user is the number)."""
+    trunk = live_stack.cfg.sip.trunk
+    gateway = BaresipPhone(f"gw-{number}", workdir=live_stack.runtime / "phones" / f"gw-{secrets.token_hex(3)}",
+                           sip_user=trunk.user, sip_password=trunk.password, registrar=live_stack.sip_registrar,
+                           tone_hz=tone_hz, answer_users=(number,))
+    phones.append(gateway)
+    await gateway.start()
+    await gateway.wait_registered(10)
+    await eventually(lambda: _one_trunk_contact(live_stack), what="the gateway as the trunk's only contact")
+    return gateway
+
+
 async def trunk_caller(live_stack: LiveStack, phones: list[BaresipPhone], name: str,
                        number: str | None = None) -> BaresipPhone:
     """A call from the carrier that does not register (only the gateway below holds the trunk's contact)."""
@@ -55,16 +70,7 @@ async def test_callback_keeps_the_callers_place_and_calls_the_agent_first(
     await api(live_stack, "POST", f"/api/v1/agents/{agent}/login")
     await api(live_stack, "POST", f"/api/v1/agents/{agent}/pause", {"reason": "break"})
 
-    # The carrier's network: registered as the trunk user, it answers the calls Asterisk sends to
-    # PJSIP/<number>@<trunk> (the request-URI user is the number).
-    trunk = live_stack.cfg.sip.trunk
-    gateway = BaresipPhone("cb-gateway", workdir=live_stack.runtime / "phones" / f"cb-gw-{secrets.token_hex(2)}",
-                           sip_user=trunk.user, sip_password=trunk.password, registrar=live_stack.sip_registrar,
-                           tone_hz=CUSTOMER_TONE, answer_users=(CUSTOMER,))
-    phones.append(gateway)
-    await gateway.start()
-    await gateway.wait_registered(10)
-    await eventually(lambda: _one_trunk_contact(live_stack), what="the gateway as the trunk's only contact")
+    gateway = await carrier_gateway(live_stack, phones, CUSTOMER)
 
     # A, B, C, D wait in this order (the agent is paused); C has a real number.
     callers: dict[str, BaresipPhone] = {}
@@ -228,15 +234,8 @@ async def test_a_pending_callback_is_originated_once_after_the_service_reconnect
     agent_phone = await phone_for(live_stack, phones, "agent3")
     await api(live_stack, "POST", f"/api/v1/agents/{agent}/login")
     await api(live_stack, "POST", f"/api/v1/agents/{agent}/pause", {"reason": "break"})
-    trunk = live_stack.cfg.sip.trunk
     number = "+15550002"
-    gateway = BaresipPhone("cb-gateway2", workdir=live_stack.runtime / "phones" / f"cb-gw-{secrets.token_hex(2)}",
-                           sip_user=trunk.user, sip_password=trunk.password, registrar=live_stack.sip_registrar,
-                           tone_hz=CUSTOMER_TONE, answer_users=(number,))
-    phones.append(gateway)
-    await gateway.start()
-    await gateway.wait_registered(10)
-    await eventually(lambda: _one_trunk_contact(live_stack), what="the gateway as the trunk's only contact")
+    gateway = await carrier_gateway(live_stack, phones, number)
     # A request stored while the PBX was away (the row stays pending until the service is connected).
     cb_id = await db.fetchval(
         "INSERT INTO callbacks (node, queue, number, caller_uniqueid, position, requested_at) "

@@ -23,7 +23,7 @@ from tests.live.conftest import LiveStack
 from tests.live.support import EventRecorder, eventually
 from tests.live.test_acd import acd, api, phone_for  # noqa: F401  (acd is a fixture)
 from tests.live.test_call_flow import start_caller
-from tests.live.test_callback import _one_trunk_contact, trunk_caller
+from tests.live.test_callback import carrier_gateway, trunk_caller
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio]
 
@@ -287,13 +287,7 @@ async def test_transfer_node_calls_a_number_through_the_trunk(
     await api(live_stack, "POST", "/api/v1/routes", {"did": did, "ivr_flow": name}, 201)
     try:
         trunk = live_stack.cfg.sip.trunk
-        gateway = BaresipPhone("xfer-gateway", workdir=live_stack.runtime / "phones" / f"gw-{secrets.token_hex(2)}",
-                               sip_user=trunk.user, sip_password=trunk.password,
-                               registrar=live_stack.sip_registrar, tone_hz=1300.0, answer_users=(number,))
-        phones.append(gateway)
-        await gateway.start()
-        await gateway.wait_registered(10)
-        await eventually(lambda: _one_trunk_contact(live_stack), what="the gateway as the trunk's only contact")
+        gateway = await carrier_gateway(live_stack, phones, number)
         caller = await trunk_caller(live_stack, phones, "xfer")
         mark = ami.mark()
         await caller.dial(f"sip:{did}@{live_stack.sip_registrar}", timeout=15)
@@ -348,14 +342,7 @@ async def test_callback_offer_accepted_books_a_callback_served_agent_first(
     await api(live_stack, "POST", f"/api/v1/flows/{name}/publish")
     await api(live_stack, "POST", "/api/v1/routes", {"did": did, "ivr_flow": name}, 201)
     try:
-        trunk = live_stack.cfg.sip.trunk
-        gateway = BaresipPhone("cbo-gateway", workdir=live_stack.runtime / "phones" / f"cbo-{secrets.token_hex(2)}",
-                               sip_user=trunk.user, sip_password=trunk.password,
-                               registrar=live_stack.sip_registrar, tone_hz=1300.0, answer_users=(number,))
-        phones.append(gateway)
-        await gateway.start()
-        await gateway.wait_registered(10)
-        await eventually(lambda: _one_trunk_contact(live_stack), what="the gateway as the trunk's only contact")
+        gateway = await carrier_gateway(live_stack, phones, number)
         caller = await trunk_caller(live_stack, phones, "cbo", number)
         uid, mark = await dial_flow(live_stack, ami, caller, did)
         await press(ami, caller, uid, "1", nth=1, mark=mark)
