@@ -17,6 +17,7 @@ from acd.agent_state import AgentStatus
 from acd.state_store import UnknownDisposition
 from web.api_config import read_model
 from web.auth import Handler, guard, principal
+from web.errors import error
 
 K_AGENTS = web.AppKey("agent_service", AgentService)
 
@@ -43,9 +44,6 @@ def status_json(agent: str, s: AgentStatus) -> dict[str, Any]:
     return {"agent": agent, **asdict(s), "state": str(s.state)}
 
 
-def _err(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": code, "message": message, **extra}, status=status)
-
 
 def allowed(request: web.Request, agent: str) -> bool:
     p = principal(request)
@@ -62,19 +60,19 @@ def command(run: Any) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         agent = request.match_info["agent"]
         if not allowed(request, agent):
-            return _err(403, "forbidden", f"you may not act on agent {agent!r}")
+            return error(403, "forbidden", f"you may not act on agent {agent!r}")
         try:
             result = await run(request, request.app[K_AGENTS], agent)
             return result if isinstance(result, web.StreamResponse) else web.json_response(result)
         except IllegalCommand as exc:
-            return _err(409, "illegal_state", str(exc), current_state=str(exc.current))
+            return error(409, "illegal_state", str(exc), current_state=str(exc.current))
         except AgentNotFound as exc:
-            return _err(404, "not_found", str(exc))
+            return error(404, "not_found", str(exc))
         except (MembershipError, UnknownDisposition) as exc:
             field = str(exc).split(":", 1)[0] if ":" in str(exc) else None
-            return _err(422, "invalid", str(exc), problems=[{"field": field, "message": str(exc)}])
+            return error(422, "invalid", str(exc), problems=[{"field": field, "message": str(exc)}])
         except PbxUnavailable as exc:
-            return _err(503, "pbx_unavailable", str(exc))
+            return error(503, "pbx_unavailable", str(exc))
     return handler
 
 

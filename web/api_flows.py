@@ -19,6 +19,7 @@ from ivr.flow_store import FlowError, FlowStore
 from ivr.simulate import simulate
 from ivr.validate import Problem, ValidationContext, validate_flow
 from web.auth import Handler, guard, principal
+from web.errors import error
 
 K_FLOWS = web.AppKey("flow_store", FlowStore)
 ContextFactory = Callable[[], Awaitable[ValidationContext]]
@@ -27,23 +28,20 @@ K_FLOW_CONTEXT: web.AppKey[ContextFactory] = web.AppKey("flow_context")
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
-def _err(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": code, "message": message, **extra}, status=status)
-
 
 def _problems(problems: list[Problem]) -> web.Response:
     listed = [asdict(p) for p in problems]
     summary = "; ".join(f"{p.node or 'flow'}: {p.message}" for p in problems[:10])
-    return _err(422, "invalid_flow", summary, problems=listed)
+    return error(422, "invalid_flow", summary, problems=listed)
 
 
 async def _body(request: web.Request) -> dict[str, Any] | web.Response:
     try:
         data = json.loads(await request.read() or b"{}")
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return _err(400, "bad_request", "request body is not valid JSON")
+        return error(400, "bad_request", "request body is not valid JSON")
     if not isinstance(data, dict):
-        return _err(400, "bad_request", "request body must be a JSON object")
+        return error(400, "bad_request", "request body must be a JSON object")
     return data
 
 
@@ -65,7 +63,7 @@ def flow_handler(run: Callable[[web.Request, FlowStore], Awaitable[Any]]) -> Han
             out = await run(request, request.app[K_FLOWS])
         except FlowError as exc:
             code = {404: "not_found", 409: "conflict"}.get(exc.status, "bad_request")
-            return _err(exc.status, code, str(exc))
+            return error(exc.status, code, str(exc))
         return out if isinstance(out, web.StreamResponse) else web.json_response(out)
     return handler
 
@@ -79,7 +77,7 @@ async def create_flow(request: web.Request, store: FlowStore) -> Any:
     if isinstance(body, web.Response):
         return body
     if not _valid_name(body.get("name")):
-        return _err(422, "invalid", "name: lower-case letters, digits, _ and - (1-64)",
+        return error(422, "invalid", "name: lower-case letters, digits, _ and - (1-64)",
                     problems=[{"node": None, "field": "name", "message": "invalid name"}])
     problems = await _check(request, body.get("document"))
     if problems:
@@ -131,7 +129,7 @@ async def rollback(request: web.Request, store: FlowStore) -> Any:
         return body
     version = body.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        return _err(422, "invalid", "version: a published version number",
+        return error(422, "invalid", "version: a published version number",
                     problems=[{"node": None, "field": "version", "message": "a positive integer"}])
     await store.rollback(request.match_info["name"], version)
     return {"name": request.match_info["name"], "published_version": version}
@@ -141,7 +139,7 @@ async def get_version(request: web.Request, store: FlowStore) -> Any:
     try:
         number = int(request.match_info["version"])
     except ValueError:
-        return _err(422, "invalid", "version: a number")
+        return error(422, "invalid", "version: a number")
     v = await store.version(request.match_info["name"], number)
     return {"name": v.flow, "version": v.version, "document": v.document}
 
@@ -154,14 +152,14 @@ async def simulate_path(request: web.Request, store: FlowStore) -> Any:
     inputs = body.get("inputs", [])
     if not isinstance(inputs, list) or len(inputs) > 50 or not all(
             isinstance(i, str) and len(i) <= 32 and set(i) <= set("0123456789*#") for i in inputs):
-        return _err(422, "invalid", "inputs: up to 50 strings of DTMF digits (\"\" = no input)",
+        return error(422, "invalid", "inputs: up to 50 strings of DTMF digits (\"\" = no input)",
                     problems=[{"node": None, "field": "inputs", "message": "DTMF digits only"}])
     try:
         now = datetime.fromisoformat(body["now"]) if "now" in body else datetime.now(UTC)
     except (TypeError, ValueError):
-        return _err(422, "invalid", "now: an ISO 8601 instant with a time zone")
+        return error(422, "invalid", "now: an ISO 8601 instant with a time zone")
     if now.tzinfo is None:
-        return _err(422, "invalid", "now: give a time zone (e.g. 2026-11-23T10:00:00+00:00)")
+        return error(422, "invalid", "now: give a time zone (e.g. 2026-11-23T10:00:00+00:00)")
     name = request.match_info["name"]
     if "version" in body:
         document = (await store.version(name, int(body["version"]))).document

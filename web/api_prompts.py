@@ -12,12 +12,10 @@ from aiohttp import web
 
 from ivr.prompts import MAX_BYTES, PromptError, PromptStore
 from web.auth import guard
+from web.errors import error
 
 K_PROMPTS = web.AppKey("prompt_store", PromptStore)
 
-
-def _err(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status)
 
 
 async def _read_bounded(request: web.Request, limit: int) -> bytes | None:
@@ -44,12 +42,12 @@ async def put_prompt(request: web.Request) -> web.Response:
         store.path_in_pbx(name)  # checks the name before reading anything
         data = await _read_bounded(request, MAX_BYTES)
         if data is None:
-            return _err(413, "too_large", f"a prompt may be at most {MAX_BYTES // (1024 * 1024)} MB")
+            return error(413, "too_large", f"a prompt may be at most {MAX_BYTES // (1024 * 1024)} MB")
         if not data:
-            return _err(422, "unsupported_format", "the request body is empty: send the WAV or MP3 bytes")
+            return error(422, "unsupported_format", "the request body is empty: send the WAV or MP3 bytes")
         saved: dict[str, Any] = await store.save(name, data)
     except PromptError as exc:
-        return _err(exc.status, exc.code, str(exc))
+        return error(exc.status, exc.code, str(exc))
     return web.json_response({**saved, "flow_name": f"custom/{name}"}, status=200)
 
 
@@ -62,7 +60,7 @@ async def delete_prompt(request: web.Request) -> web.Response:
     try:
         await request.app[K_PROMPTS].delete(request.match_info["name"])
     except PromptError as exc:
-        return _err(exc.status, exc.code, str(exc))
+        return error(exc.status, exc.code, str(exc))
     return web.Response(status=204)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiohttp import web
 
@@ -11,8 +12,9 @@ from web.auth import Handler
 log = logging.getLogger("web")
 
 
-def error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status)
+def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    """The API's one error shape: `{error, message}` plus optional fields (e.g. `problems`, `current_state`)."""
+    return web.json_response({"error": code, "message": message, **extra}, status=status)
 
 
 @web.middleware
