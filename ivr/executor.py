@@ -10,10 +10,17 @@ Supported now: play, menu, collect, time_condition, http_lookup, set_variable, l
 after the agent hangs up: ivr/survey.py), queue, transfer, message/voicemail (recorded to the PBX's messages
 folder, stored in `ivr_messages`), callback_offer (accepted: the next queue node books a callback through the
 queue callback service instead of queueing the caller), hangup.
+
+A secure collect (card numbers, PCI) keeps the digits in this walk's memory only: its steps are recorded
+masked, its variable (and any copied from it) is left out of the queue node's call data, i.e. out of
+IVR_INPUTS, AMI events and the screen-pop; HTTP lookups may still send it as a parameter and the flow branches
+on the real value. Around it the `pci` hook is told (uniqueid, True) then (uniqueid, False) so a running
+recording of the channel is paused while the caller types.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,7 +48,7 @@ from ivr.flow_model import (
     is_var_ref,
 )
 from ivr.prompts import PromptStore
-from ivr.simulate import MAX_STEPS, _collect_ok, _lookup, time_branch
+from ivr.simulate import MAX_STEPS, SecretVars, _collect_ok, _lookup, shown_input, time_branch
 from ivr.survey import call_ids, survey_ref
 from telephony.fastagi import AgiError, AgiHangup, AgiSession
 
@@ -78,6 +85,10 @@ StepSink = Callable[[Step], Awaitable[None]]
 MessageSink = Callable[[str, int, str, str | None, str], Awaitable[None]]  # flow, version, uniqueid, linkedid, file
 MESSAGES_IN_PBX = "/var/spool/asterisk/messages"
 Clock = Callable[[], datetime]
+#: (channel uniqueid, True) before a secure collect prompts, (uniqueid, False) once it is over, however it ends
+PciHook = Callable[[str, bool], Awaitable[None]]
+#: a PCI hook that takes longer is given up on (logged): a caller must not wait on the recording service
+PCI_HOOK_TIMEOUT_S = 3.0
 
 
 def _utc_now() -> datetime:
@@ -105,9 +116,10 @@ async def _get_data(session: AgiSession, prompt: str, timeout_ms: int, max_digit
 class FlowExecutor:
     def __init__(self, record: StepSink | None = None, *, clock: Clock = _utc_now,
                  http_session: Callable[[], aiohttp.ClientSession] | None = None,
-                 on_message: MessageSink | None = None) -> None:
+                 on_message: MessageSink | None = None, pci: PciHook | None = None) -> None:
         self.record = record
         self.on_message = on_message
+        self.pci = pci
         self.clock = clock
         self._http_session = http_session
 
@@ -133,6 +145,7 @@ class FlowExecutor:
                     variables: dict[str, str], where: list[tuple[str, str]]) -> FlowOutcome:
         uniqueid, linkedid = call_ids(session)
         vars_ = dict(variables)
+        secret = SecretVars()  # variables a secure collect set: never handed on to the agent
         index = 0
         current = flow.start
         survey: str | None = None
@@ -169,17 +182,23 @@ class FlowExecutor:
                 current = nxt if nxt is not None else (node.timeout if last == "timeout" else node.invalid)
             elif isinstance(node, CollectNode):
                 got: str | None = None
-                for attempt in range(node.retries + 1):
-                    prompt = node.prompt if attempt == 0 or not node.invalid_prompt else node.invalid_prompt
-                    typed = await _get_data(session, prompt, node.timeout_ms, node.max_digits)
-                    got = _collect_ok(node, typed)
-                    shown = typed if DTMF_RE.match(typed) and len(typed) <= 64 else "<rejected>"
-                    await step(current, node.type, shown, "collected" if got is not None else
-                               ("timeout" if typed == "" else "invalid"))
-                    if got is not None:
-                        break
+                try:
+                    if node.secure:  # inside the try: a pause cut short (cancelled) is still undone
+                        await self._pci(uniqueid, True)
+                    for attempt in range(node.retries + 1):
+                        prompt = node.prompt if attempt == 0 or not node.invalid_prompt else node.invalid_prompt
+                        typed = await _get_data(session, prompt, node.timeout_ms, node.max_digits)
+                        got = _collect_ok(node, typed)
+                        await step(current, node.type, shown_input(node, typed), "collected" if got is not None else
+                                   ("timeout" if typed == "" else "invalid"))
+                        if got is not None:
+                            break
+                finally:  # also on a hang-up or an AGI error: a paused recording must not stay paused
+                    if node.secure:
+                        await self._pci(uniqueid, False)
                 if got is not None:
                     vars_[node.var] = got
+                    secret.assign(node.var, node.secure)
                     current = node.next
                 else:
                     current = node.invalid
@@ -205,10 +224,12 @@ class FlowExecutor:
             elif isinstance(node, SetVariableNode):
                 ref = is_var_ref(node.value)
                 vars_[node.var] = vars_.get(ref, "") if ref else node.value
+                secret.assign(node.var, ref is not None and ref in secret)
                 await step(current, node.type, None, "set")
                 current = node.next
             elif isinstance(node, LanguageNode):
                 vars_["lang"] = node.lang
+                secret.assign("lang", False)
                 await step(current, node.type, None, f"lang {node.lang}")
                 current = node.next
             elif isinstance(node, SurveyNode):
@@ -224,7 +245,7 @@ class FlowExecutor:
             elif isinstance(node, QueueNode):
                 await step(current, node.type, None, "callback" if callback else "queued")
                 return FlowOutcome("callback" if callback else "queue", node.queue, node.priority,
-                                   {v: vars_[v] for v in node.vars if v in vars_}, survey)
+                                   secret.call_data(vars_, node.vars), survey)
             elif isinstance(node, MessageNode):
                 await _play(session, node.prompt)
                 path = f"{MESSAGES_IN_PBX}/{uniqueid}"
@@ -246,6 +267,20 @@ class FlowExecutor:
                 return FlowOutcome("hangup")
         await step(current, "limit", None, "step_limit")
         return FlowOutcome("hangup")
+
+    async def _pci(self, uniqueid: str, active: bool) -> None:
+        """Tell the PCI hook a secure collect starts or ends. Its failure (or slowness) is logged, never raised:
+        the caller's call goes on, and the recording service bounds a pause on its own."""
+        if self.pci is None:
+            return
+        try:
+            async with asyncio.timeout(PCI_HOOK_TIMEOUT_S):
+                await self.pci(uniqueid, active)
+        except TimeoutError:
+            log.warning("IVR PCI hook (%s, %s) took over %.1fs; the call goes on", uniqueid, active,
+                        PCI_HOOK_TIMEOUT_S)
+        except Exception:
+            log.exception("IVR PCI hook (%s, %s) failed; the call goes on", uniqueid, active)
 
     async def _http(self, node: HttpLookupNode, params: dict[str, str]) -> dict[str, Any] | None:
         """GET with the node's timeout; any failure (timeout, HTTP error, not JSON) is the failure branch."""

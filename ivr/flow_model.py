@@ -159,6 +159,14 @@ class MenuNode(NodeBase, _PromptMixin):
 
 
 class CollectNode(NodeBase, _PromptMixin):
+    """Read digits into ``var`` (checked for DTMF, length, terminator and ``pattern`` before they are stored).
+
+    ``secure`` is for card numbers and other PCI data: the digits stay in the call's memory only. The step
+    record holds a mask (``ivr.simulate.mask_secure``), the variable never reaches ``IVR_INPUTS`` (so neither
+    AMI events, the agent's screen-pop nor the event store see it), and the executor's ``pci`` hook pauses any
+    running recording of the channel while the caller types.
+    """
+
     WAITS_FOR_INPUT: ClassVar[bool] = True
     type: Literal["collect"]
     prompt: PromptName
@@ -172,6 +180,10 @@ class CollectNode(NodeBase, _PromptMixin):
     invalid_prompt: PromptName | None = None
     next: NodeId
     invalid: NodeId
+    secure: bool = Field(False, description=(
+        "PCI data such as a card number: the step record keeps only a mask (the last 4 digits of 12 or more, "
+        "otherwise none), the variable is never passed to the agent or AMI (queue vars drop it) and a running "
+        "recording of the channel is paused while the caller types"))
 
     @field_validator("pattern")
     @classmethod

@@ -131,6 +131,7 @@ class InboundIvr:
         await session.set_variable("IVR_MAX_WAIT", "" if target.max_wait_s is None else str(target.max_wait_s))
         await session.set_variable("IVR_OVERFLOW", target.overflow_queue or "")
         await session.set_variable("IVR_MAX_PENALTY", "" if target.max_penalty is None else str(target.max_penalty))
-        # What the caller gave the IVR (DID, collected digits), for the agent's screen-pop.
+        # What the caller gave the IVR (DID, collected digits), for the agent's screen-pop. Every AMI event of the
+        # channel carries it (manager.conf channelvars), so the executor never puts a secure collect's value here.
         await session.set_variable("IVR_INPUTS", urlencode(inputs))
         await session.set_variable("IVR_ACTION", "queue")

@@ -4,6 +4,8 @@ Inputs are consumed one per wait for the caller (menu attempt, collect attempt, 
 post-call survey rating); "" is a timeout, and once the inputs run out every further wait is a timeout.
 Caller input is treated exactly as the executor must treat it: anything that is not DTMF (0-9 * #) is
 invalid and never stored; collected digits are stored only after length, terminator and pattern checks.
+A secure collect (card numbers) is walked like any collect, but its trace and the returned variables show
+only the mask of ``mask_secure``, and its variable is left out of a queue node's call data.
 """
 
 from __future__ import annotations
@@ -110,9 +112,75 @@ def _collect_ok(node: CollectNode, typed: str) -> str | None:
     return digits
 
 
+#: a secure collect's record shows the last digits only when at least this many were typed: 12 is the shortest
+#: card number in use, and below that the last 4 would give away too much of a short secret (CVV, PIN, expiry)
+MASK_SHOW_LAST_FROM = 12
+MASK_SHOW_LAST = 4
+
+
+def mask_secure(node: CollectNode, typed: str) -> str:
+    """What a secure collect records instead of the digits: every digit as ``*`` (so the count is kept), the
+    last 4 in clear when 12 or more were typed ("************1234"), the terminator dropped; "" (timeout) and
+    "<rejected>" (not DTMF) as for any collect. Invalid attempts are masked too: they may be a real card
+    number that is one digit short or failed the pattern."""
+    if not DTMF_RE.match(typed) or len(typed) > 64:
+        return "<rejected>"
+    return mask_digits(typed[:-1] if node.terminator and typed.endswith(node.terminator) else typed)
+
+
+def mask_digits(digits: str) -> str:
+    """The masking rule of ``mask_secure`` for digits already stripped of the terminator."""
+    if len(digits) < MASK_SHOW_LAST_FROM:
+        return "*" * len(digits)
+    return "*" * (len(digits) - MASK_SHOW_LAST) + digits[-MASK_SHOW_LAST:]
+
+
+def shown_input(node: CollectNode, typed: str) -> str:
+    """What a collect attempt records: the DTMF typed (``<rejected>`` otherwise), masked for a secure node."""
+    if node.secure:
+        return mask_secure(node, typed)
+    return typed if DTMF_RE.match(typed) and len(typed) <= 64 else "<rejected>"
+
+
+class SecretVars:
+    """Which variables hold what a secure collect read, so they are never handed to the agent.
+
+    A variable copied from a secret one (``set_variable`` with ``${card}``) is secret too; one assigned a
+    non-secret value again is not.
+    """
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def assign(self, var: str, secret: bool) -> None:
+        if secret:
+            self.names.add(var)
+        else:
+            self.names.discard(var)
+
+    def __contains__(self, var: object) -> bool:
+        return var in self.names
+
+    def call_data(self, variables: dict[str, str], wanted: list[str]) -> dict[str, str]:
+        """A queue node's ``vars`` (what reaches IVR_INPUTS): the set ones, secret ones left out."""
+        return {v: variables[v] for v in wanted if v in variables and v not in self.names}
+
+
 def simulate(flow: Flow, inputs: list[str], *, now: datetime, http: HttpCall | None = None,
              variables: dict[str, str] | None = None, max_steps: int = MAX_STEPS) -> SimulationResult:
-    """Walk ``flow`` from its start. ``variables`` seeds built-ins such as did/caller."""
+    """Walk ``flow`` from its start. ``variables`` seeds built-ins such as did/caller.
+
+    Secret variables (from secure collects) are masked in the returned variables, as in the executor's records.
+    """
+    secret = SecretVars()
+    result = _simulate(flow, inputs, now=now, http=http, variables=variables, max_steps=max_steps, secret=secret)
+    for var in secret.names & result.variables.keys():
+        result.variables[var] = mask_digits(result.variables[var])
+    return result
+
+
+def _simulate(flow: Flow, inputs: list[str], *, now: datetime, http: HttpCall | None,
+              variables: dict[str, str] | None, max_steps: int, secret: SecretVars) -> SimulationResult:
     feed = _Inputs(inputs)
     vars_: dict[str, str] = dict(variables or {})
     path: list[StepRecord] = []
@@ -146,13 +214,14 @@ def simulate(flow: Flow, inputs: list[str], *, now: datetime, http: HttpCall | N
             for _attempt in range(node.retries + 1):
                 typed = feed.take()
                 got = _collect_ok(node, typed)
-                shown = typed if DTMF_RE.match(typed) and len(typed) <= 64 else "<rejected>"
+                shown = shown_input(node, typed)
                 if got is not None:
                     step(current, node.type, shown, "collected")
                     break
                 step(current, node.type, shown, "timeout" if typed == "" else "invalid")
             if got is not None:
                 vars_[node.var] = got
+                secret.assign(node.var, node.secure)
                 current = node.next
             else:
                 current = node.invalid
@@ -183,10 +252,12 @@ def simulate(flow: Flow, inputs: list[str], *, now: datetime, http: HttpCall | N
         elif isinstance(node, SetVariableNode):
             ref = is_var_ref(node.value)
             vars_[node.var] = vars_.get(ref, "") if ref else node.value
+            secret.assign(node.var, ref is not None and ref in secret)
             step(current, node.type, None, "set")
             current = node.next
         elif isinstance(node, LanguageNode):
             vars_["lang"] = node.lang
+            secret.assign("lang", False)
             step(current, node.type, None, f"lang {node.lang}")
             current = node.next
         elif isinstance(node, CallbackOfferNode):
@@ -202,7 +273,7 @@ def simulate(flow: Flow, inputs: list[str], *, now: datetime, http: HttpCall | N
         elif isinstance(node, QueueNode):
             step(current, node.type, None, "queued")
             result = SimulationResult(path, vars_, f"queue:{node.queue}",
-                                      call_data={v: vars_[v] for v in node.vars if v in vars_},
+                                      call_data=secret.call_data(vars_, node.vars),
                                       priority=node.priority)
             if survey is not None:  # the agent hangs up, the caller rates the call
                 survey_id, snode = survey
@@ -210,6 +281,7 @@ def simulate(flow: Flow, inputs: list[str], *, now: datetime, http: HttpCall | N
                 ok = typed in ("1", "2", "3", "4", "5")
                 if ok:
                     vars_[snode.var] = typed
+                    secret.assign(snode.var, False)
                 path.append(StepRecord(survey_id, snode.type, typed if DTMF_RE.match(typed) else "<rejected>",
                                        "rated" if ok else "no rating"))
             return result

@@ -479,3 +479,68 @@ def test_transfer_number() -> None:
     doc = two_level()
     doc["nodes"]["operator"] = {"type": "transfer", "number": "+15551234567"}
     assert simulate(ok(doc), ["0"], now=NOW).end == "transfer:number:+15551234567"
+
+
+# --- secure collect (card numbers, PCI) -----------------------------------------------------------------
+
+
+def secure_account() -> dict[str, Any]:
+    doc = two_level()
+    doc["nodes"]["account"]["secure"] = True
+    return doc
+
+
+def test_secure_is_a_collect_option_only() -> None:
+    assert ok(secure_account()).nodes["account"].secure is True  # type: ignore[union-attr]
+    assert ok(two_level()).nodes["account"].secure is False  # type: ignore[union-attr]
+    doc = two_level()
+    doc["nodes"]["main"]["secure"] = True
+    assert has(problems_of(doc), "main", "unknown field", "secure")
+    doc = secure_account()
+    doc["nodes"]["account"]["secure"] = "yes"
+    assert has(problems_of(doc), "account", "boolean", "secure")
+
+
+def test_simulated_secure_collect_masks_the_trace_and_keeps_the_value_from_the_agent() -> None:
+    flow = ok(secure_account())
+    seen: list[dict[str, str]] = []
+
+    def crm(url: str, params: dict[str, str]) -> dict[str, Any] | None:
+        seen.append(params)
+        return {"customer": {"tier": "gold"}}
+
+    r = simulate(flow, ["1", "2", "12345#"], now=NOW, http=crm)
+    assert r.end == "queue:vip"  # the flow still branches on the real value
+    assert seen[0]["account"] == "12345"
+    assert [(s.input, s.outcome) for s in r.path if s.node == "account"] == [("*****", "collected")]
+    assert r.variables["account"] == "*****"
+    assert r.call_data == {}  # the queue node lists it, but it never reaches IVR_INPUTS
+
+
+def test_simulated_secure_collect_mask_rule() -> None:
+    doc = secure_account()
+    doc["nodes"]["account"]["max_digits"] = 19
+    del doc["nodes"]["account"]["pattern"]
+    flow = ok(doc)
+    r = simulate(flow, ["1", "2", "12345678901", "4111111111111111#"], now=NOW)
+    assert [(s.input, s.outcome) for s in r.path if s.node == "account"] == [
+        ("***********", "collected")]  # 11 digits: all masked
+    r = simulate(flow, ["1", "2", "4111111111111111#"], now=NOW)
+    assert [s.input for s in r.path if s.node == "account"] == ["************1111"]  # 12+: last 4 shown
+    assert r.variables["account"] == "************1111"
+    r = simulate(flow, ["1", "2", "41111111111111112222", "12a"], now=NOW)  # too long, not DTMF: both invalid
+    assert [(s.input, s.outcome) for s in r.path if s.node == "account"] == [
+        ("****************2222", "invalid"), ("<rejected>", "invalid")]
+    assert "account" not in r.variables
+
+
+def test_copy_of_a_secure_variable_stays_secret_until_overwritten() -> None:
+    doc = secure_account()
+    doc["nodes"]["account"]["next"] = "copy"
+    doc["nodes"]["copy"] = {"type": "set_variable", "var": "acct2", "value": "${account}", "next": "reset"}
+    doc["nodes"]["reset"] = {"type": "set_variable", "var": "account", "value": "none", "next": "lookup"}
+    doc["nodes"]["sales"]["vars"] = ["account", "acct2"]
+    r = simulate(ok(doc), ["1", "2", "12345"], now=NOW)  # no http: the lookup fails over to sales
+    assert r.end == "queue:sales"
+    assert r.call_data == {"account": "none"}  # overwritten with a literal: no longer secret; the copy is
+    assert r.variables["acct2"] == "*****"
