@@ -89,6 +89,7 @@ __all__ = [
     "MISSED_REASON",
     "AgentBook",
     "AgentStatus",
+    "CallChannels",
     "Disposition",
     "IllegalCommand",
     "State",
@@ -196,6 +197,18 @@ class Disposition:
     at: float
 
 
+@dataclass(frozen=True, slots=True)
+class CallChannels:
+    """An agent's live call: the caller's channel (in the queue) and the agent's phone channel."""
+
+    linkedid: str
+    queue: str | None
+    caller_uniqueid: str
+    caller_channel: str
+    agent_uniqueid: str
+    agent_channel: str
+
+
 class IllegalCommand(Exception):
     """A command not allowed in the agent's current state (the API answers 409 with ``current``)."""
 
@@ -217,6 +230,8 @@ class _Call:
     channels: set[str] = field(default_factory=set)  # uniqueids and names of both sides (hold matching)
     agent_uids: set[str] = field(default_factory=set)  # the agent's own non-Local channels: Hangup ends talk
     held: set[str] = field(default_factory=set)
+    caller_channel: str | None = None  # the caller's channel name (AgentConnect Channel)
+    agent_channel: tuple[str, str] | None = None  # the agent's phone channel (uniqueid, name)
     hold_seen: dict[str, float] = field(default_factory=dict)  # last Hold/Unhold instant per channel
     active: bool = True
     ended_at: float | None = None
@@ -332,6 +347,20 @@ class AgentBook:
         if a is None:
             return AgentStatus(State.LOGGED_OUT)
         return self._status(a)
+
+    def call_channels(self, agent: str) -> CallChannels | None:
+        """The channels of the agent's call in progress (talking or on hold), as Asterisk named them.
+
+        Supervision attaches to exactly these; ``None`` when the agent is not on a call or its phone's channel
+        is not known yet.
+        """
+        a = self._agents.get(agent)
+        if a is None or a.state not in CALL_STATES or a.call is None or not a.call.active:
+            return None
+        c = a.call
+        if c.agent_channel is None or not c.uniqueid or not c.caller_channel or not c.linkedid:
+            return None
+        return CallChannels(c.linkedid, c.queue, c.uniqueid, c.caller_channel, *c.agent_channel)
 
     def snapshot(self) -> dict[str, AgentStatus]:
         return {name: self._status(self._agents[name]) for name in sorted(self._agents)}
@@ -539,10 +568,11 @@ class AgentBook:
             cur.active = False
             cur.ended_at = at
             a.waiting_complete.append(cur)
-        call = _Call(ev.linkedid, ev.queue, uid, at)
+        call = _Call(ev.linkedid, ev.queue, uid, at, caller_channel=ev.channel)
         call.channels.update(x for x in (uid, ev.channel, ev.dest_uniqueid, ev.dest_channel) if x)
         if ev.dest_uniqueid and ev.dest_channel and not _is_local(ev.dest_channel):
             call.agent_uids.add(ev.dest_uniqueid)
+            call.agent_channel = (ev.dest_uniqueid, ev.dest_channel)
         a.call = call
         a.ring = None
         out.append(self._move(a, State.ON_CALL, at, CAUSE_CONNECT, linkedid=call.linkedid, queue=call.queue,
@@ -674,6 +704,8 @@ class AgentBook:
             a.call.channels.add(uid)
             if not _is_local(ch):
                 a.call.agent_uids.add(uid)
+                if a.call.agent_channel is None:
+                    a.call.agent_channel = (uid, ch)
         return []
 
     def _on_member_pause(self, ev: AmiEvent) -> list[Transition]:

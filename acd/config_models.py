@@ -72,6 +72,11 @@ class QueueFields(Strict):
     announce_holdtime: bool = False
     callback_enabled: bool = Field(False, description="waiting callers may press 1 to be called back, keeping "
                                                       "their place in the queue")
+    recording: Literal["all", "on_demand", "none"] = Field(
+        "all", description="all: every call recorded from the agent's answer; on_demand: only when asked over the "
+                           "API; none: never")
+    recording_retention_days: Annotated[int, Field(ge=1, le=3650)] = Field(
+        90, description="recordings older than this are deleted (files and rows) by the purge job")
 
     @field_validator("escalation")
     @classmethod
@@ -128,6 +133,7 @@ class UserIn(Strict):
     role: Literal["agent", "supervisor", "admin"]
     agent: Name | None = None
     team: Name | None = None
+    phone: Name | None = Field(None, description="the supervisor's own phone: supervision sessions ring it")
 
     @model_validator(mode="after")
     def agent_role_names_agent(self) -> UserIn:

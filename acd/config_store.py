@@ -55,7 +55,7 @@ class Resource:
 
 QUEUE_COLUMNS = ("name", "strategy", "required_skill", "escalation", "sl_threshold_s", "ring_timeout_s", "max_wait_s",
                  "max_len", "overflow_queue", "wrapup_s", "announce_position", "announce_holdtime",
-                 "callback_enabled")
+                 "callback_enabled", "recording", "recording_retention_days")
 
 RESOURCES: dict[str, Resource] = {r.path: r for r in (
     Resource("teams", "teams", "name", m.TeamIn, ("name",)),
@@ -68,7 +68,7 @@ RESOURCES: dict[str, Resource] = {r.path: r for r in (
     Resource("pause-reasons", "pause_reasons", "code", m.CodeIn, ("code", "label")),
     Resource("dispositions", "dispositions", "code", m.CodeIn, ("code", "label")),
     Resource("vip-callers", "vip_callers", "number", m.VipIn, ("number", "priority")),
-    Resource("users", "api_users", "name", m.UserIn, ("name", "role", "agent", "team", "token_sha256"),
+    Resource("users", "api_users", "name", m.UserIn, ("name", "role", "agent", "team", "phone", "token_sha256"),
              hidden=frozenset({"token_sha256"})),
 )}
 
@@ -231,6 +231,6 @@ class ConfigStore:
         return {"name": name, "password": password}
 
     async def user_for_token(self, token: str) -> dict[str, Any] | None:
-        row = await self.pool.fetchrow("SELECT name, role, agent, team FROM api_users WHERE token_sha256 = $1",
+        row = await self.pool.fetchrow("SELECT name, role, agent, team, phone FROM api_users WHERE token_sha256 = $1",
                                        token_hash(token))
         return dict(row) if row else None

@@ -127,6 +127,17 @@ class IvrConfig:
 
 
 @dataclass(frozen=True)
+class RecordingConfig:
+    """Call recording (docs/recording.md): PCI pauses end by themselves after `pci_max_pause_s`; the retention
+    purge runs every `purge_interval_s`; agents may play their own calls' recordings only if `agents_play_own`."""
+
+    pci_max_pause_s: float = 180.0
+    purge_interval_s: float = 3600.0
+    agents_play_own: bool = False
+    supervision_ring_s: int = 30
+
+
+@dataclass(frozen=True)
 class Config:
     node: str = "pbx1"
     runtime_dir: str = "var"
@@ -138,6 +149,7 @@ class Config:
     asterisk: AsteriskConfig = field(default_factory=AsteriskConfig)
     screenpop: ScreenPopConfig = field(default_factory=ScreenPopConfig)
     ivr: IvrConfig = field(default_factory=IvrConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
     phones: tuple[PhoneConfig, ...] = ()
     queues: tuple[QueueConfig, ...] = ()
     routes: tuple[RouteConfig, ...] = ()
@@ -200,6 +212,11 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("screenpop.secret must be at least 16 characters")
     if cfg.asterisk.mode not in ("chroot", "host", "docker"):
         raise ConfigError("asterisk.mode must be chroot, host or docker")
+    rec = cfg.recording
+    if not 1 <= rec.pci_max_pause_s <= 3600 or not 1 <= rec.purge_interval_s <= 86400:
+        raise ConfigError("recording.pci_max_pause_s: 1-3600; recording.purge_interval_s: 1-86400")
+    if not 5 <= rec.supervision_ring_s <= 120:
+        raise ConfigError("recording.supervision_ring_s: 5-120")
     if not cfg.sip.rtp_start < cfg.sip.rtp_end:
         raise ConfigError("sip.rtp_start must be below sip.rtp_end")
 
@@ -220,6 +237,7 @@ def parse_config(data: dict[str, Any]) -> Config:
             asterisk=_section(data, "asterisk", AsteriskConfig),
             screenpop=_section(data, "screenpop", ScreenPopConfig),
             ivr=IvrConfig(tuple(str(h) for h in data.get("ivr", {}).get("http_allowed_hosts", []))),
+            recording=_section(data, "recording", RecordingConfig),
             phones=tuple(PhoneConfig(**p) for p in data.get("phones", [])),
             queues=tuple(QueueConfig(**q) for q in data.get("queues", [])),
             routes=tuple(RouteConfig(**r) for r in data.get("routes", [])),

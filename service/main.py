@@ -27,12 +27,14 @@ from acd.pbx_sync import reload_queues
 from acd.routing import InboundRouter
 from acd.screenpop import ScreenPopNotifier
 from acd.seed import seed_from_config
+from acd.supervision import SupervisionService
 from ivr.executor import FlowExecutor, Step
 from ivr.flow_model import Flow
 from ivr.flow_store import FlowStore
 from ivr.inbound import InboundIvr, QueueTarget
 from ivr.prompts import PromptStore
 from ivr.validate import ValidationContext
+from recording.service import RecordingService
 from reporting.event_store import EventBufferFull, EventWriter
 from reporting.ingest import SYNTHETIC, to_stored
 from reporting.live import LiveState
@@ -77,10 +79,13 @@ class Service:
         self.router: InboundRouter | None = None
         self.flow_store: FlowStore | None = None
         self.agi = FastAgiServer(cfg.agi.host, cfg.agi.port, InboundIvr(
-            self._queue_target, flows=self, executor=FlowExecutor(self._record_step, on_message=self._store_message)))
+            self._queue_target, flows=self, executor=FlowExecutor(self._record_step, on_message=self._store_message,
+                                                    pci=self._ivr_pci)))
         self.feed = FeedHub()
         self.agents: AgentService | None = None
         self.callbacks: CallbackService | None = None
+        self.recordings: RecordingService | None = None
+        self.supervision: SupervisionService | None = None
         self.screenpop = ScreenPopNotifier(cfg.screenpop.url, cfg.screenpop.secret, publish=self.feed.publish)
         self.runner: web.AppRunner | None = None
         self._consumer: asyncio.Task[None] | None = None
@@ -103,6 +108,15 @@ class Service:
         await self.agents.start()
         self.callbacks = CallbackService(self.ami, self.pool, cfg.node)
         await self.callbacks.start()
+        rec = cfg.recording
+        self.supervision = SupervisionService(
+            self.ami, self.pool, cfg.node, self.agents.book, is_paused=self._pci_paused,
+            channel_up=lambda uid: uid in self.live.channels, ring_s=rec.supervision_ring_s)
+        self.recordings = RecordingService(
+            self.ami, self.pool, cfg.node, cfg.runtime_path.resolve() / "asterisk" / "spool" / "monitor",
+            pci_max_pause_s=rec.pci_max_pause_s, purge_interval_s=rec.purge_interval_s,
+            on_pci_pause=self.supervision.on_pci_pause)
+        await self.recordings.start()
         await self.agi.start()
         self._consumer = asyncio.create_task(self._consume(), name="ami-consumer")
         await self.ami.start()
@@ -110,7 +124,9 @@ class Service:
                          live_state=self.live, pool=self.pool,
                          config_store=ConfigStore(self.pool, self._config_changed), feed=self.feed, agents=self.agents,
                          flows=(self.flow_store, self._flow_context),
-                         prompts=PromptStore(cfg.runtime_path.resolve() / "asterisk" / "spool" / "prompts"))
+                         prompts=PromptStore(cfg.runtime_path.resolve() / "asterisk" / "spool" / "prompts"),
+                         recordings=self.recordings, supervision=self.supervision,
+                         agents_play_own=rec.agents_play_own)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, cfg.http.host, cfg.http.port).start()
@@ -147,6 +163,10 @@ class Service:
                     self.agents.on_event(ev)
                 if self.callbacks is not None:
                     self.callbacks.on_event(ev)
+                if self.recordings is not None:
+                    self.recordings.on_event(ev)
+                if self.supervision is not None:
+                    self.supervision.on_event(ev)
                 if isinstance(ev, AgentCalled):
                     self.screenpop.on_agent_called(ev)
                 if ev.name not in SYNTHETIC:
@@ -166,6 +186,8 @@ class Service:
         channels = await self.ami.list_events("CoreShowChannels")
         members = [ev for ev in await self.ami.list_events("QueueStatus") if isinstance(ev, QueueMember)]
         self.live.reset_from(channels, members)
+        if self.recordings is not None:
+            await self.recordings.reconcile({c.uniqueid: c.channel or "" for c in self.live.channels.values()})
         if self.callbacks is not None:
             await self.callbacks.resume()
         if self.agents is not None:
@@ -221,6 +243,8 @@ class Service:
         """A configuration change over the API: make the PBX and the ACD see it."""
         if resource == "queues":
             await reload_queues(self.ami)
+            if self.recordings is not None:
+                await self.recordings.reload_policies()
         if resource in ("agents", "queues") and self.agents is not None:
             await self.agents.reload_config()
 
@@ -232,6 +256,19 @@ class Service:
         if t is None:
             return None
         return QueueTarget(t.queue, t.priority, t.max_wait_s, t.overflow_queue, t.max_penalty)
+
+    async def _ivr_pci(self, uniqueid: str, secure: bool) -> None:
+        """An IVR `secure` collect (card number): pause any recording of that channel around it."""
+        rec = self.recordings.for_channel(uniqueid) if self.recordings is not None else None
+        if rec is None or self.recordings is None:
+            return
+        if secure and rec.paused_since is None:
+            await self.recordings.pause(uniqueid, "ivr")
+        elif not secure and rec.paused_since is not None:
+            await self.recordings.resume(uniqueid, "ivr")
+
+    def _pci_paused(self, linkedid: str) -> bool:
+        return self.recordings is not None and self.recordings.is_paused(linkedid)
 
     def _agi_listening(self) -> bool:
         return any(sock.fileno() != -1 for sock in self.agi.sockets)

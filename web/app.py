@@ -16,14 +16,18 @@ from aiohttp import web
 from acd.agent_service import AgentService
 from acd.config_store import ConfigStore
 from acd.membership import MembershipError, PbxUnavailable, QueueMembership
+from acd.supervision import SupervisionService
 from ivr.flow_store import FlowStore
 from ivr.prompts import PromptStore
+from recording.service import RecordingService
 from reporting.event_store import events_for_linkedid
 from reporting.live import LiveState
 from web.api_agents import add_agent_routes
 from web.api_config import add_config_routes
 from web.api_flows import ContextFactory, add_flow_routes
 from web.api_prompts import add_prompt_routes
+from web.api_recordings import add_recording_routes
+from web.api_supervision import add_supervision_routes
 from web.auth import bearer_auth, guard
 from web.errors import error, json_errors
 from web.feed import FeedHub
@@ -116,7 +120,8 @@ def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMember
                pool: asyncpg.Pool, config_store: ConfigStore | None = None,
                feed: FeedHub | None = None, agents: AgentService | None = None,
                flows: tuple[FlowStore, ContextFactory] | None = None,
-               prompts: PromptStore | None = None) -> web.Application:
+               prompts: PromptStore | None = None, recordings: RecordingService | None = None,
+               supervision: SupervisionService | None = None, agents_play_own: bool = False) -> web.Application:
     lookup = config_store.user_for_token if config_store else None
     app = web.Application(middlewares=[json_errors, bearer_auth(admin_token, lookup)], client_max_size=MAX_BODY)
     app[K_HEALTH] = health
@@ -138,6 +143,13 @@ def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMember
         add_flow_routes(app, *flows)
     if prompts is not None:
         add_prompt_routes(app, prompts)
+    if recordings is not None and agents is not None:
+        def caller_of(uniqueid: str) -> str | None:
+            info = live_state.channels.get(uniqueid)
+            return info.caller if info else None
+        add_recording_routes(app, recordings, agents_play_own=agents_play_own, caller_of=caller_of)
+    if supervision is not None and agents is not None:
+        add_supervision_routes(app, supervision)
     if feed is not None:
         app.router.add_get("/api/v1/feed", guard(feed.handle, "agent", "supervisor", "admin"))
     return app

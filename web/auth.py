@@ -7,6 +7,7 @@ in PostgreSQL (only its SHA-256). Role checks happen server-side on every route 
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TokenLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
 
 PUBLIC_PATHS = frozenset({"/healthz", "/api/v1/openapi.json"})
-QUERY_TOKEN_PATHS = frozenset({"/api/v1/feed"})  # WebSockets: browsers cannot send an Authorization header
+# Browsers cannot send an Authorization header from a WebSocket or an <audio src>: these take ?token= too.
+QUERY_TOKEN_PATHS = frozenset({"/api/v1/feed"})
+QUERY_TOKEN_PATTERN = re.compile(r"^/api/v1/recordings/[0-9a-f-]{36}/audio$")
 ROLES = ("agent", "supervisor", "admin")
 
 
@@ -28,6 +31,7 @@ class Principal:
     role: str
     agent: str | None = None
     team: str | None = None
+    phone: str | None = None  # a supervisor's own phone (supervision sessions ring it)
 
 
 K_PRINCIPAL = web.RequestKey("principal", Principal)
@@ -48,7 +52,7 @@ def bearer_auth(admin_token: str, lookup: TokenLookup | None = None) -> Middlewa
             return await handler(request)
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         token = token.strip()
-        if not scheme and request.path in QUERY_TOKEN_PATHS:
+        if not scheme and (request.path in QUERY_TOKEN_PATHS or QUERY_TOKEN_PATTERN.match(request.path)):
             scheme, token = "bearer", request.query.get("token", "")
         if scheme.lower() != "bearer" or not token or len(token) > 256:
             return _unauthorized()
@@ -58,7 +62,8 @@ def bearer_auth(admin_token: str, lookup: TokenLookup | None = None) -> Middlewa
         user = await lookup(token) if lookup else None
         if user is None:
             return _unauthorized()
-        request[K_PRINCIPAL] = Principal(user["name"], user["role"], user.get("agent"), user.get("team"))
+        request[K_PRINCIPAL] = Principal(user["name"], user["role"], user.get("agent"), user.get("team"),
+                                       user.get("phone"))
         return await handler(request)
 
     return middleware

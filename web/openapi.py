@@ -11,6 +11,8 @@ from pydantic import BaseModel
 
 from acd.config_store import RESOURCES
 from ivr.flow_model import Flow
+from web.api_recordings import ControlIn, ErasureIn, SearchIn
+from web.api_supervision import ModeIn, SessionIn
 
 ERR = {"$ref": "#/components/schemas/Error"}
 
@@ -28,6 +30,29 @@ def _model_ref(model: type[BaseModel], components: dict[str, Any]) -> dict[str, 
         components[name] = sub
     components[model.__name__] = schema
     return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _query_params(model: type[BaseModel], descriptions: dict[str, str]) -> list[dict[str, Any]]:
+    """Query parameters from the model a handler validates the query with (by alias: `from`, `to`), so the
+    documented names, patterns and limits are the enforced ones. Optional fields' `anyOf [X, null]` becomes X:
+    a query parameter is simply left out."""
+    schema = model.model_json_schema(by_alias=True)
+    required = set(schema.get("required", []))
+    out: list[dict[str, Any]] = []
+    for name, prop in schema["properties"].items():
+        branches = [b for b in prop.get("anyOf", [prop]) if b.get("type") != "null"]
+        param_schema = {k: v for k, v in branches[0].items() if k != "title"}
+        if prop.get("default") is not None:
+            param_schema["default"] = prop["default"]
+        param: dict[str, Any] = {"name": name, "in": "query", "required": name in required, "schema": param_schema}
+        if name in descriptions:
+            param["description"] = descriptions[name]
+        out.append(param)
+    return out
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
 NAME_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -261,6 +286,8 @@ def build() -> dict[str, Any]:
         "summary": "Generate a new SIP password for a phone (shown once). Roles: admin",
         "parameters": [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}],
         "responses": {"200": _resp("the new password", obj), **COMMON, "404": _resp("not found", ERR)}}}
+    _recording_paths(paths, components)
+    _supervision_paths(paths, components)
     return {
         "openapi": "3.0.3",
         "info": {"title": "ccpbx service API", "version": "0.2.0",
@@ -273,6 +300,183 @@ def build() -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": paths,
     }
+
+
+def _recording_paths(paths: dict[str, Any], components: dict[str, Any]) -> None:
+    """Recordings (web/api_recordings.py): who sees which recording is one rule, so every read path says it."""
+    nullable_str = {"type": "string", "nullable": True}
+    components["RecordingPause"] = {"type": "object", "properties": {
+        "paused_at": {"type": "string", "format": "date-time"}, "paused_by": {"type": "string"},
+        "resumed_at": {**nullable_str, "format": "date-time"},
+        "resumed_by": {**nullable_str, "description": "a user, `auto` (the maximum pause ran out) or `hangup`"}}}
+    components["Recording"] = {"type": "object", "properties": {
+        "id": {"type": "string", "format": "uuid"}, "linkedid": {"type": "string"},
+        "uniqueid": {"type": "string", "description": "the recorded (caller's) channel"},
+        "queue": nullable_str, "agent": nullable_str,
+        "caller": {"type": "string", "description": "the caller's number, or empty when it was not a number"},
+        "trigger": {"type": "string", "enum": ["policy", "on_demand"]},
+        "started_by": {**nullable_str, "description": "who started an on-demand recording"},
+        "started_at": {"type": "string", "format": "date-time"},
+        "ended_at": {**nullable_str, "format": "date-time"},
+        "duration_s": {"type": "number", "nullable": True}, "size_bytes": {"type": "integer", "nullable": True},
+        "sha256": {**nullable_str, "description": "of the whole file, once the call ended"},
+        "status": {"type": "string", "enum": ["recording", "complete", "missing"]},
+        "retention_days": {"type": "integer"},
+        "disposition": {**nullable_str, "description": "the agent's last wrap-up code for the call"},
+        "pauses": {"type": "array", "items": {"$ref": "#/components/schemas/RecordingPause"}}}}
+    components["LiveRecording"] = {"type": "object", "properties": {
+        "id": {"type": "string", "format": "uuid"}, "linkedid": {"type": "string"}, "queue": nullable_str,
+        "agent": nullable_str, "trigger": {"type": "string", "enum": ["policy", "on_demand"]},
+        "started_at": {"type": "string", "format": "date-time"}, "paused": {"type": "boolean"},
+        "paused_since": {**nullable_str, "format": "date-time"}}}
+    components["RecordingAudit"] = {"type": "object", "properties": {
+        "id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"}, "actor": {"type": "string"},
+        "action": {"type": "string", "enum": ["start", "stop", "pause", "resume", "play", "purge", "erase"]},
+        "recording_id": {**nullable_str, "format": "uuid"}, "linkedid": nullable_str,
+        "detail": {"type": "object"}}}
+    rec_ref = {"$ref": "#/components/schemas/Recording"}
+    live_ref = {"$ref": "#/components/schemas/LiveRecording"}
+    who_sees = ("Roles: admin (all), supervisor (their team's agents'; without a team: all), agent (their own, "
+                "only with recording.agents_play_own; otherwise nothing)")
+    rec_id = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}]
+    not_found = _resp("no such recording, or not one you may see", ERR)
+    limit = [{"name": "limit", "in": "query", "required": False,
+              "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 200}}]
+    paths["/api/v1/recordings"] = {"get": {
+        "summary": f"Search recordings, newest first. {who_sees}",
+        "parameters": _query_params(SearchIn, {
+            "from": "started at or after this instant (ISO 8601, e.g. 2025-01-31T08:00:00Z)",
+            "to": "started before this instant (ISO 8601)",
+            "caller": "the caller's number exactly as stored (digits, optional leading +)",
+            "disposition": "the agent's wrap-up code for the call"}),
+        "responses": {"200": _resp("recordings", {"type": "array", "items": rec_ref}), **COMMON,
+                      "422": _resp("invalid or unknown query parameter (`problems` names it)", ERR)}}}
+    paths["/api/v1/recordings/{id}"] = {"get": {
+        "summary": f"One recording's metadata, its PCI pauses included. {who_sees}", "parameters": rec_id,
+        "responses": {"200": _resp("recording", rec_ref), **COMMON, "404": not_found}}}
+    wav = {"audio/wav": {"schema": {"type": "string", "format": "binary"}}}
+    paths["/api/v1/recordings/{id}/audio"] = {"get": {
+        "summary": "The recording's WAV file (8 kHz 16-bit mono). `Range: bytes=...` gives 206 Partial Content "
+                   "(players seek with it). Every request is audited (`play`). The token may be given as ?token= "
+                   f"(an <audio src> cannot send headers). {who_sees}",
+        "parameters": [*rec_id,
+                       {"name": "download", "in": "query", "required": False,
+                        "schema": {"type": "string", "enum": ["1", "true"]},
+                        "description": "Content-Disposition: attachment instead of inline"},
+                       {"name": "token", "in": "query", "required": False, "schema": {"type": "string"},
+                        "description": "the bearer token, when no Authorization header can be sent"},
+                       {"name": "Range", "in": "header", "required": False, "schema": {"type": "string"},
+                        "example": "bytes=0-1023"}],
+        "responses": {"200": {"description": "the whole file", "content": wav},
+                      "206": {"description": "the requested byte range (Content-Range says which)", "content": wav},
+                      **COMMON, "404": not_found,
+                      "409": _resp("the call is still being recorded (`still_recording`)", ERR),
+                      "410": _resp("the row exists but its file is gone", ERR),
+                      "416": _resp("the range is outside the file")}}}
+    paths["/api/v1/recordings/purge"] = {"post": {
+        "summary": "Run the retention purge now: every finished recording older than its queue's retention is "
+                   "deleted (file and row), one audit row each. Roles: admin",
+        "responses": {"200": _resp("how many were deleted", {"type": "object", "properties": {
+            "purged": {"type": "integer"}}}), **COMMON}}}
+    paths["/api/v1/recordings/erasure"] = {"post": {
+        "summary": "Erase every finished recording of a caller's number (a data-subject request); calls still "
+                   "being recorded are listed, not touched. Roles: admin",
+        "requestBody": _json_body(_model_ref(ErasureIn, components)),
+        "responses": {"200": _resp("erased recordings' ids, and those still recording", {
+            "type": "object", "properties": {
+                "erased": {"type": "array", "items": {"type": "string", "format": "uuid"}},
+                "still_recording": {"type": "array", "items": {"type": "string", "format": "uuid"}}}}),
+            "400": _resp("body is not a JSON object", ERR), **COMMON,
+            "422": _resp("caller is not a number", ERR)}}}
+    paths["/api/v1/recordings/audit"] = {"get": {
+        "summary": "The recordings audit trail, newest first: start, stop, pause, resume, play, purge, erase. "
+                   "Roles: admin", "parameters": limit,
+        "responses": {"200": _resp("audit rows", {"type": "array",
+                                                  "items": {"$ref": "#/components/schemas/RecordingAudit"}}),
+                      **COMMON, "422": _resp("invalid limit", ERR)}}}
+    agent_param = [{"name": "agent", "in": "path", "required": True,
+                    "schema": {"type": "string", "pattern": NAME_PATTERN}}]
+    who = "Roles: the agent themself, a supervisor of their team, an admin"
+    forbidden = _resp("role not allowed, not your agent, or an agent stopping a recording their queue's policy "
+                      "started", ERR)
+    paths["/api/v1/agents/{agent}/recording"] = {
+        "get": {"summary": f"The recording of the agent's call in progress, if any. {who}",
+                "parameters": agent_param,
+                "responses": {"200": _resp("on_call and the live recording (null when none)", {
+                    "type": "object", "properties": {"agent": {"type": "string"}, "on_call": {"type": "boolean"},
+                                                     "recording": {**live_ref, "nullable": True}}}),
+                              "401": COMMON["401"], "403": _resp("role not allowed, or not your agent", ERR)}},
+        "post": {"summary": "Control the recording of the agent's call: start (on demand; refused when the queue's "
+                            "policy is `none`), stop, pause (PCI: both directions muted, resumed by itself after "
+                            f"recording.pci_max_pause_s; listening supervisors are dropped), resume. {who}",
+                 "parameters": agent_param, "requestBody": _json_body(_model_ref(ControlIn, components)),
+                 "responses": {"200": _resp("the recording after the action", {"type": "object", "properties": {
+                     "agent": {"type": "string"}, "action": {"type": "string"}, "recording": live_ref}}),
+                     "400": _resp("body is not a JSON object", ERR), "401": COMMON["401"], "403": forbidden,
+                     "409": _resp("refused in the current state: `error` is not_on_call, not_recording, "
+                                  "already_recording, recording_disabled, pause_state or pbx_refused", ERR),
+                     "422": _resp("invalid action", ERR)}}}
+
+
+def _supervision_paths(paths: dict[str, Any], components: dict[str, Any]) -> None:
+    """Live supervision (web/api_supervision.py)."""
+    nullable_time = {"type": "string", "format": "date-time", "nullable": True}
+    session = {
+        "id": {"type": "string", "format": "uuid"}, "supervisor": {"type": "string"}, "agent": {"type": "string"},
+        "phone": {"type": "string", "description": "the supervisor's phone that was rung"},
+        "linkedid": {"type": "string", "description": "the agent's call"},
+        "status": {"type": "string", "enum": ["ringing", "active", "ended", "failed"]},
+        "requested_at": {"type": "string", "format": "date-time"}, "started_at": nullable_time,
+        "ended_at": nullable_time, "end_reason": {"type": "string", "nullable": True}}
+    components["SupervisionSession"] = {"type": "object", "properties": {
+        **session, "mode": {"type": "string", "enum": ["listen", "whisper", "barge", "takeover"]}}}
+    components["SupervisionRecord"] = {"type": "object", "properties": {**session, "modes": {
+        "type": "array", "items": {"type": "object", "properties": {
+            "mode": {"type": "string"}, "from": {"type": "string", "format": "date-time"}, "to": nullable_time}}}}}
+    ref = {"$ref": "#/components/schemas/SupervisionSession"}
+    roles = "Roles: supervisor (agents of their team; without a team: all), admin"
+    sid = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}]
+    not_found = _resp("no such session, or not one of your team's", ERR)
+    pbx = _resp("the PBX refused the action (`pbx_failed`)", ERR)
+    paths["/api/v1/supervision"] = {
+        "get": {"summary": f"Live sessions (ringing or active). {roles}",
+                "responses": {"200": _resp("sessions", {"type": "array", "items": ref}), **COMMON}},
+        "post": {"summary": "Start a session: the supervisor's phone rings and, once answered, is attached to the "
+                            "agent's call in `mode` (listen: silent; whisper: the agent hears the supervisor; "
+                            "barge: both parties do; takeover: the caller is moved to the supervisor and the agent "
+                            f"released). {roles}",
+                 "requestBody": _json_body(_model_ref(SessionIn, components)),
+                 "responses": {"201": _resp("the session, ringing", ref), "400": _resp("body is not a JSON object",
+                                                                                      ERR),
+                               "401": COMMON["401"], "403": _resp("role not allowed, or the agent is not in your team",
+                                                                  ERR),
+                               "404": _resp("no such agent", ERR),
+                               "409": _resp("refused: `not_on_call` (the agent is not on a call), `recording_paused` "
+                                            "(a PCI pause is on), `phone_busy` (the phone is in a session)", ERR),
+                               "422": _resp("invalid field; no phone stored and none named; or the phone is not a "
+                                            "configured supervisor phone", ERR),
+                               "502": pbx}}}
+    paths["/api/v1/supervision/history"] = {"get": {
+        "summary": f"Every session with the modes it was in, newest first (the audit trail). {roles}",
+        "parameters": [{"name": "limit", "in": "query", "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}],
+        "responses": {"200": _resp("sessions", {"type": "array",
+                                                "items": {"$ref": "#/components/schemas/SupervisionRecord"}}),
+                      **COMMON, "422": _resp("invalid limit", ERR)}}}
+    paths["/api/v1/supervision/{id}"] = {
+        "get": {"summary": f"One session. {roles}", "parameters": sid,
+                "responses": {"200": _resp("session", ref), **COMMON, "404": not_found}},
+        "patch": {"summary": "Switch an answered session's mode (listen, whisper, barge; or takeover, after which "
+                             f"no other mode). {roles}", "parameters": sid,
+                  "requestBody": _json_body(_model_ref(ModeIn, components)),
+                  "responses": {"200": _resp("session", ref), "400": _resp("body is not a JSON object", ERR),
+                                **COMMON, "404": not_found,
+                                "409": _resp("refused: `session_state` (not answered yet, ended, or after a takeover), "
+                                             "`recording_paused`, `not_on_call` (the agent's call ended)", ERR),
+                                "422": _resp("invalid mode", ERR), "502": pbx}},
+        "delete": {"summary": f"End a session (the supervisor's phone is hung up). {roles}", "parameters": sid,
+                   "responses": {"200": _resp("session (status `ended` once the PBX reported the hang-up)", ref),
+                                 **COMMON, "404": not_found}}}
 
 
 if __name__ == "__main__":

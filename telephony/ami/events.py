@@ -457,6 +457,7 @@ class AgentCalled(AmiEvent):
 class AgentConnect(AmiEvent):
     interface: str | None = _h("Interface")
     member_name: str | None = _h("MemberName")
+    caller_id_num: str | None = _h("CallerIDNum")
     hold_time_s: int | None = _h("HoldTime", conv=_int)
     ring_time_s: int | None = _h("RingTime", conv=_int)  # seconds here (ms in AgentRingNoAnswer)
 
@@ -568,6 +569,8 @@ class MixMonitorStart(AmiEvent):
 @dataclass(frozen=True, slots=True)
 class MixMonitorStop(AmiEvent):
     """Not sent when a channel just hangs up (measured): treat Hangup as the end of a recording too."""
+
+    mixmonitor_id: str | None = _h("MixMonitorID")
 
 
 @dataclass(frozen=True, slots=True)

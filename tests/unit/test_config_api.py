@@ -14,9 +14,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from acd.agent_service import AgentService
 from acd.config_store import ConfigStore
+from acd.supervision import SupervisionService
 from ivr.flow_store import FlowStore
 from ivr.prompts import PromptStore
 from ivr.validate import ValidationContext
+from recording.service import RecordingService
 from reporting.live import LiveState
 from reporting.migrate import migrate
 from web.app import create_app
@@ -36,10 +38,16 @@ async def _healthy() -> dict[str, Any]:
 async def api(pg_db: str, tmp_path: Path) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
     pool = await asyncpg.create_pool(pg_db, min_size=1, max_size=3)
     await migrate(pool)
+    agents = AgentService(None, pool, "n1", None)  # type: ignore[arg-type]
+    # Recording and supervision services are built but never started (no AMI here): their routes exist, so the
+    # OpenAPI coverage check below covers them too.
+    recordings = RecordingService(None, pool, "n1", tmp_path / "monitor")  # type: ignore[arg-type]
+    supervision = SupervisionService(None, pool, "n1", agents.book,  # type: ignore[arg-type]
+                                     is_paused=lambda _: False, channel_up=lambda _: False)
     app = create_app(admin_token=ADMIN, health=_healthy, membership=None,  # type: ignore[arg-type]
                      live_state=LiveState(), pool=pool, config_store=ConfigStore(pool), feed=FeedHub(),
-                     agents=AgentService(None, pool, "n1", None),  # type: ignore[arg-type]
-                     flows=(FlowStore(pool), _flow_context(pool)), prompts=PromptStore(tmp_path / "prompts"))
+                     agents=agents, flows=(FlowStore(pool), _flow_context(pool)),
+                     prompts=PromptStore(tmp_path / "prompts"), recordings=recordings, supervision=supervision)
     async with TestClient(TestServer(app)) as client:
         yield client
     await pool.close()
@@ -157,6 +165,7 @@ async def test_openapi_document_lists_every_route_and_the_committed_copy_is_fres
               if r.method != "HEAD"}
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert routes == documented
+    assert {("get", "/api/v1/recordings/{id}/audio"), ("patch", "/api/v1/supervision/{id}")} <= routes
     assert COMMITTED_OPENAPI == build_openapi(), "web/openapi.json is stale: python -m web.openapi > web/openapi.json"
 
 

@@ -1,0 +1,1 @@
+"""Call recording: per-queue policy, on-demand start/stop, PCI pauses, retention and erasure (docs/recording.md)."""
