@@ -161,6 +161,9 @@ class AgentService:
     async def disposition(self, agent: str, code: str) -> Disposition:
         d = self.book.set_disposition(agent, code, self.clock())
         await self.store.record_disposition(d)
+        if self.publish is not None:  # reports re-read the call's facts on this
+            self.publish({"type": "disposition", "agent": agent, "linkedid": d.linkedid, "queue": d.queue,
+                          "code": d.code, "at": d.at})
         return d
 
     def status(self, agent: str) -> AgentStatus:

@@ -36,12 +36,14 @@ from ivr.prompts import PromptStore
 from ivr.validate import ValidationContext
 from recording.service import RecordingService
 from reporting.event_store import EventBufferFull, EventWriter
+from reporting.gaps import EventGaps
 from reporting.ingest import SYNTHETIC, to_stored
 from reporting.live import LiveState
 from reporting.migrate import migrate
+from reporting.projection import ProjectionService
 from service.config import Config, load_config
 from telephony.ami import AmiClient
-from telephony.ami.events import AgentCalled, QueueMember
+from telephony.ami.events import AgentCalled, Hangup, QueueMember
 from telephony.fastagi import FastAgiServer
 from web.app import create_app
 from web.feed import FeedHub
@@ -86,6 +88,9 @@ class Service:
         self.callbacks: CallbackService | None = None
         self.recordings: RecordingService | None = None
         self.supervision: SupervisionService | None = None
+        self.projection: ProjectionService | None = None
+        self.gaps: EventGaps | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self.screenpop = ScreenPopNotifier(cfg.screenpop.url, cfg.screenpop.secret, publish=self.feed.publish)
         self.runner: web.AppRunner | None = None
         self._consumer: asyncio.Task[None] | None = None
@@ -104,7 +109,13 @@ class Service:
         self.flow_store = FlowStore(self.pool)
         await self.router.warm()
         self.membership = QueueMembership(self.ami, self.pool, cfg.node, {q.name for q in cfg.queues})
-        self.agents = AgentService(self.ami, self.pool, cfg.node, self.membership, publish=self.feed.publish)
+        self.projection = ProjectionService(self.pool, cfg.node, flush=self._flush_events)
+        await self.projection.start()
+        logs = cfg.runtime_path.resolve() / "asterisk" / "log"
+        self.gaps = EventGaps(self.pool, cfg.node, logs / "queue_log", cel_file=logs / "cel-custom" / "Master.csv",
+                              mark=self.projection.mark)
+        await self.gaps.open_since_last_event()
+        self.agents = AgentService(self.ami, self.pool, cfg.node, self.membership, publish=self._publish)
         await self.agents.start()
         self.callbacks = CallbackService(self.ami, self.pool, cfg.node)
         await self.callbacks.start()
@@ -126,7 +137,7 @@ class Service:
                          flows=(self.flow_store, self._flow_context),
                          prompts=PromptStore(cfg.runtime_path.resolve() / "asterisk" / "spool" / "prompts"),
                          recordings=self.recordings, supervision=self.supervision,
-                         agents_play_own=rec.agents_play_own)
+                         agents_play_own=rec.agents_play_own, node=cfg.node)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, cfg.http.host, cfg.http.port).start()
@@ -158,6 +169,10 @@ class Service:
         while True:
             ev = await self.ami.events.get()
             try:
+                if ev.name == "AmiDisconnected" and self.gaps is not None:
+                    task = asyncio.create_task(self._gap_opened())
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
                 self.live.apply(ev)
                 if self.agents is not None:
                     self.agents.on_event(ev)
@@ -167,6 +182,8 @@ class Service:
                     self.recordings.on_event(ev)
                 if self.supervision is not None:
                     self.supervision.on_event(ev)
+                if isinstance(ev, Hangup) and self.projection is not None:
+                    self.projection.mark(ev.linkedid)  # the call's facts are projected again
                 if isinstance(ev, AgentCalled):
                     self.screenpop.on_agent_called(ev)
                 if ev.name not in SYNTHETIC:
@@ -194,6 +211,11 @@ class Service:
             for ev in members:  # ends rings/calls Asterisk no longer has (events lost while disconnected)
                 self.agents.on_event(ev)
         self.live.ami_connected = True
+        if self.gaps is not None:
+            try:
+                await self.gaps.close()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("reconciliation failed (retried at the next reconnect): %s", exc)
         log.info("resynced: %d channel(s), %d queue member(s)", len(self.live.channels), len(self.live.members))
 
     # ------------------------------------------------------------------ IVR flows (ivr.inbound.FlowBackend)
@@ -221,6 +243,8 @@ class Service:
             """INSERT INTO call_surveys (node, linkedid, uniqueid, flow, version, score) VALUES ($1, $2, $3, $4, $5, $6)
                ON CONFLICT (node, uniqueid) DO UPDATE SET score = EXCLUDED.score, at = now()""",
             self.cfg.node, linkedid, uniqueid, flow, version, score)
+        if self.projection is not None:
+            self.projection.mark(linkedid)
 
     async def _store_message(self, flow: str, version: int, uniqueid: str, linkedid: str | None, file: str) -> None:
         """A caller's recorded message: the file is in var/asterisk/spool/messages on this host."""
@@ -256,6 +280,24 @@ class Service:
         if t is None:
             return None
         return QueueTarget(t.queue, t.priority, t.max_wait_s, t.overflow_queue, t.max_penalty)
+
+    async def _gap_opened(self) -> None:
+        try:
+            if self.gaps is not None:
+                await self.gaps.open()
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("could not record the AMI gap: %s", exc)
+
+    def _publish(self, message: dict[str, Any]) -> None:
+        """The ACD's announcements: to the live feed, and a call's facts re-projected when its agent's state or
+        disposition changes (after-call work ending completes the facts)."""
+        self.feed.publish(message)
+        if self.projection is not None and message.get("linkedid"):
+            self.projection.mark(str(message["linkedid"]))
+
+    async def _flush_events(self) -> None:
+        if self.writer is not None:
+            await self.writer.flush(2.0)
 
     async def _ivr_pci(self, uniqueid: str, secure: bool) -> None:
         """An IVR `secure` collect (card number): pause any recording of that channel around it."""

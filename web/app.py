@@ -27,6 +27,7 @@ from web.api_config import add_config_routes
 from web.api_flows import ContextFactory, add_flow_routes
 from web.api_prompts import add_prompt_routes
 from web.api_recordings import add_recording_routes
+from web.api_reports import add_report_routes
 from web.api_supervision import add_supervision_routes
 from web.auth import bearer_auth, guard
 from web.errors import error, json_errors
@@ -121,7 +122,8 @@ def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMember
                feed: FeedHub | None = None, agents: AgentService | None = None,
                flows: tuple[FlowStore, ContextFactory] | None = None,
                prompts: PromptStore | None = None, recordings: RecordingService | None = None,
-               supervision: SupervisionService | None = None, agents_play_own: bool = False) -> web.Application:
+               supervision: SupervisionService | None = None, agents_play_own: bool = False,
+               node: str = "pbx1") -> web.Application:
     lookup = config_store.user_for_token if config_store else None
     app = web.Application(middlewares=[json_errors, bearer_auth(admin_token, lookup)], client_max_size=MAX_BODY)
     app[K_HEALTH] = health
@@ -135,6 +137,7 @@ def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMember
     app.router.add_put("/api/v1/queues/{queue}/members/{phone}", guard(put_member, "admin"))
     app.router.add_delete("/api/v1/queues/{queue}/members/{phone}", guard(delete_member, "admin"))
     app.router.add_get("/api/v1/calls/{linkedid}/events", guard(call_events, "supervisor", "admin"))
+    add_report_routes(app, pool, node)
     if config_store is not None:
         add_config_routes(app, config_store)
     if agents is not None:

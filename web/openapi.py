@@ -11,7 +11,9 @@ from pydantic import BaseModel
 
 from acd.config_store import RESOURCES
 from ivr.flow_model import Flow
+from reporting.reports import QUEUE_FIELDS
 from web.api_recordings import ControlIn, ErasureIn, SearchIn
+from web.api_reports import AGENT_FIELDS, AgentReportIn, CallsIn, IvrReportIn, QueueReportIn
 from web.api_supervision import ModeIn, SessionIn
 
 ERR = {"$ref": "#/components/schemas/Error"}
@@ -288,6 +290,7 @@ def build() -> dict[str, Any]:
         "responses": {"200": _resp("the new password", obj), **COMMON, "404": _resp("not found", ERR)}}}
     _recording_paths(paths, components)
     _supervision_paths(paths, components)
+    _report_paths(paths, components)
     return {
         "openapi": "3.0.3",
         "info": {"title": "ccpbx service API", "version": "0.2.0",
@@ -477,6 +480,99 @@ def _supervision_paths(paths: dict[str, Any], components: dict[str, Any]) -> Non
         "delete": {"summary": f"End a session (the supervisor's phone is hung up). {roles}", "parameters": sid,
                    "responses": {"200": _resp("session (status `ended` once the PBX reported the hang-up)", ref),
                                  **COMMON, "404": not_found}}}
+
+
+_RANGE = {"from": "start of the range, inclusive (ISO 8601 with offset; encode `+` as %2B)",
+          "to": "end of the range, exclusive (after `from`, at most 400 days later)"}
+_FORMAT = {"format": "`csv` for CSV (also chosen by `Accept: text/csv` when `format` is absent)"}
+_INTERVALS = {"interval": "interval length; intervals are aligned to the wall clock of `tz` (a DST change day has "
+                          "23 or 25 one-hour intervals); the first and last are clipped to the range",
+              "tz": "IANA time zone (default UTC); the times in the answer carry its offset"}
+
+
+def _report_paths(paths: dict[str, Any], components: dict[str, Any]) -> None:
+    """Historical reports (web/api_reports.py); figures as defined in KPIS.md."""
+    num = {"type": "number", "nullable": True}
+    counts = {"offered", "answered", "abandoned", "short_abandoned", "timeout", "handled", "missed"}
+    figure_props = {f: {"type": "integer"} if f in counts else dict(num) for f in QUEUE_FIELDS}
+    components["QueueFigures"] = {"type": "object", "description": "KPIS.md queue figures; null = 0 ÷ 0",
+                                  "properties": figure_props}
+    agent_props: dict[str, Any] = {f: {"type": "integer"} if f in counts else dict(num) for f in AGENT_FIELDS}
+    agent_props["paused_by_reason"] = {"type": "object", "additionalProperties": {"type": "number"}}
+    components["AgentFigures"] = {"type": "object", "description": "KPIS.md agent figures; null = 0 ÷ 0",
+                                  "properties": agent_props}
+    span = {"start": {"type": "string", "format": "date-time"}, "end": {"type": "string", "format": "date-time"}}
+    components["IncompleteRange"] = {"type": "object", "description": "a node's AMI connection was down: events "
+                                     "(and the figures built on them) may be missing", "properties": {
+                                         "node": {"type": "string"}, "since": {"type": "string", "format": "date-time"},
+                                         "until": {"type": "string", "format": "date-time", "nullable": True},
+                                         "reconciled": {"type": "boolean", "description": "queue calls of the "
+                                                        "range were rebuilt from queue_log; agent states and IVR "
+                                                        "steps were not (listed by the agent and IVR reports "
+                                                        "only)"}}}
+    gaps = {"type": "array", "items": {"$ref": "#/components/schemas/IncompleteRange"}}
+    csv_ok = {"text/csv": {"schema": {"type": "string"}}}
+    errors = {**COMMON, "422": _resp("invalid or unknown query parameter (`problems` names it)", ERR)}
+
+    def report(key: str, figures: str) -> dict[str, Any]:
+        ref = {"$ref": f"#/components/schemas/{figures}"}
+        item = {"type": "object", "properties": {
+            key: {"type": "string"}, "total": ref,
+            "intervals": {"type": "array", "items": {"allOf": [ref, {"type": "object", "properties": span}]}}}}
+        return {"type": "object", "properties": {
+            "from": {"type": "string", "format": "date-time"}, "to": {"type": "string", "format": "date-time"},
+            "interval": {"type": "string"}, "tz": {"type": "string"}, f"{key}s": {"type": "array", "items": item},
+            "incomplete_ranges": gaps}}
+
+    csv_note = ("CSV: one row per ({0}, interval), then the {0}'s total row (`start` = `total`, `end` empty); "
+                "incomplete ranges in the X-Incomplete-Ranges header.")
+    paths["/api/v1/reports/queues"] = {"get": {
+        "summary": "Queue figures per interval and for the range, every interval listed (empty ones with offered "
+                   "0). Service level uses `sl_threshold_s`, else the queue's, else 20 s. " + csv_note.format("queue")
+                   + " Roles: supervisor, admin",
+        "parameters": _query_params(QueueReportIn, {**_RANGE, **_INTERVALS, **_FORMAT,
+                                                    "queue": "only this queue (default: every queue)",
+                                                    "sl_threshold_s": "service-level threshold for every queue"}),
+        "responses": {"200": {"description": "the report", "content": {
+            "application/json": {"schema": report("queue", "QueueFigures")}, **csv_ok}}, **errors}}}
+    paths["/api/v1/reports/agents"] = {"get": {
+        "summary": "Agent figures per interval and for the range, cut exactly from the agents' state changes. "
+                   + csv_note.format("agent") + " `paused_by_reason` is one cell of JSON. Roles: supervisor (a "
+                   "supervisor with a team sees their team's agents only), admin",
+        "parameters": _query_params(AgentReportIn, {**_RANGE, **_INTERVALS, **_FORMAT,
+                                                    "agent": "only this agent (default: every agent)"}),
+        "responses": {"200": {"description": "the report", "content": {
+            "application/json": {"schema": report("agent", "AgentFigures")}, **csv_ok}}, **errors}}}
+    components["CallFact"] = {"type": "object", "description": "one queue call (KPIS.md, call facts)",
+                              "properties": {
+                                  "linkedid": {"type": "string"}, "uniqueid": {"type": "string"},
+                                  "queue": {"type": "string"}, "caller_number": {"type": "string"},
+                                  "entered_at": {"type": "string", "format": "date-time"},
+                                  "ended_at": {"type": "string", "format": "date-time", "nullable": True},
+                                  "outcome": {"type": "string", "nullable": True},
+                                  "agent": {"type": "string", "nullable": True},
+                                  **{f: dict(num) for f in ("wait_s", "ring_s", "talk_s", "hold_s", "acw_s")},
+                                  "transferred": {"type": "boolean"},
+                                  "disposition": {"type": "string", "nullable": True},
+                                  "csat": {"type": "integer", "nullable": True}, "final": {"type": "boolean"}}}
+    paths["/api/v1/calls"] = {"get": {
+        "summary": "Queue-call facts that entered in the range, in the order they entered. CSV: one row per fact. "
+                   "Roles: supervisor, admin",
+        "parameters": _query_params(CallsIn, {**_RANGE, **_FORMAT, "caller": "the caller's number exactly"}),
+        "responses": {"200": {"description": "the facts", "content": {
+            "application/json": {"schema": {"type": "object", "properties": {
+                "from": {"type": "string", "format": "date-time"}, "to": {"type": "string", "format": "date-time"},
+                "limit": {"type": "integer"}, "offset": {"type": "integer"},
+                "calls": {"type": "array", "items": {"$ref": "#/components/schemas/CallFact"}},
+                "incomplete_ranges": gaps}}}, **csv_ok}}, **errors}}}
+    paths["/api/v1/reports/ivr"] = {"get": {
+        "summary": "IVR paths per flow (runs whose first step is in the range): per node the calls that entered "
+                   "it, step outcomes (choices), next nodes, hang-ups; per flow the self-service containment "
+                   "(runs that ended in the flow without a queue or transfer ÷ runs). Roles: supervisor, admin",
+        "parameters": _query_params(IvrReportIn, {**_RANGE, "flow": "only this flow"}),
+        "responses": {"200": _resp("the report", {"type": "object", "properties": {
+            "from": {"type": "string", "format": "date-time"}, "to": {"type": "string", "format": "date-time"},
+            "flows": {"type": "array", "items": {"type": "object"}}, "incomplete_ranges": gaps}}), **errors}}}
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ async def api(pg_db: str, tmp_path: Path) -> AsyncIterator[TestClient]:  # type:
     app = create_app(admin_token=ADMIN, health=_healthy, membership=None,  # type: ignore[arg-type]
                      live_state=LiveState(), pool=pool, config_store=ConfigStore(pool), feed=FeedHub(),
                      agents=agents, flows=(FlowStore(pool), _flow_context(pool)),
-                     prompts=PromptStore(tmp_path / "prompts"), recordings=recordings, supervision=supervision)
+                     prompts=PromptStore(tmp_path / "prompts"), recordings=recordings, supervision=supervision,
+                     node="n1")
     async with TestClient(TestServer(app)) as client:
         yield client
     await pool.close()
