@@ -41,9 +41,10 @@ from reporting.ingest import SYNTHETIC, to_stored
 from reporting.live import LiveState
 from reporting.migrate import migrate
 from reporting.projection import ProjectionService
+from reporting.realtime import RealtimeBoard
 from service.config import Config, load_config
 from telephony.ami import AmiClient
-from telephony.ami.events import AgentCalled, Hangup, QueueMember
+from telephony.ami.events import AgentCalled, Hangup, QueueEntry, QueueMember
 from telephony.fastagi import FastAgiServer
 from web.app import create_app
 from web.feed import FeedHub
@@ -84,6 +85,8 @@ class Service:
             self._queue_target, flows=self, executor=FlowExecutor(self._record_step, on_message=self._store_message,
                                                     pci=self._ivr_pci)))
         self.feed = FeedHub()
+        self._sl_thresholds: dict[str, float] = {}
+        self.board = RealtimeBoard(sl_threshold=self._sl_thresholds.get, publish=self.feed.publish)
         self.agents: AgentService | None = None
         self.callbacks: CallbackService | None = None
         self.recordings: RecordingService | None = None
@@ -137,7 +140,7 @@ class Service:
                          flows=(self.flow_store, self._flow_context),
                          prompts=PromptStore(cfg.runtime_path.resolve() / "asterisk" / "spool" / "prompts"),
                          recordings=self.recordings, supervision=self.supervision,
-                         agents_play_own=rec.agents_play_own, node=cfg.node)
+                         agents_play_own=rec.agents_play_own, node=cfg.node, board=self.board)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, cfg.http.host, cfg.http.port).start()
@@ -174,6 +177,7 @@ class Service:
                     self._background.add(task)
                     task.add_done_callback(self._background.discard)
                 self.live.apply(ev)
+                self.board.apply(ev)
                 if self.agents is not None:
                     self.agents.on_event(ev)
                 if self.callbacks is not None:
@@ -201,8 +205,10 @@ class Service:
         if self.agents is not None:
             await self.agents.reapply()
         channels = await self.ami.list_events("CoreShowChannels")
-        members = [ev for ev in await self.ami.list_events("QueueStatus") if isinstance(ev, QueueMember)]
+        status = await self.ami.list_events("QueueStatus")
+        members = [ev for ev in status if isinstance(ev, QueueMember)]
         self.live.reset_from(channels, members)
+        await self._reset_board([ev for ev in status if isinstance(ev, QueueEntry)])
         if self.recordings is not None:
             await self.recordings.reconcile({c.uniqueid: c.channel or "" for c in self.live.channels.values()})
         if self.callbacks is not None:
@@ -267,6 +273,9 @@ class Service:
         """A configuration change over the API: make the PBX and the ACD see it."""
         if resource == "queues":
             await reload_queues(self.ami)
+            if self.pool is not None:
+                self._sl_thresholds.update({r["name"]: float(r["sl_threshold_s"]) for r in await self.pool.fetch(
+                    "SELECT name, sl_threshold_s FROM queues")})
             if self.recordings is not None:
                 await self.recordings.reload_policies()
         if resource in ("agents", "queues") and self.agents is not None:
@@ -281,6 +290,18 @@ class Service:
             return None
         return QueueTarget(t.queue, t.priority, t.max_wait_s, t.overflow_queue, t.max_penalty)
 
+    async def _reset_board(self, waiting: list[QueueEntry]) -> None:
+        """The wallboard rebuilt: today's facts from PostgreSQL, the callers waiting now from Asterisk."""
+        assert self.pool is not None
+        self._sl_thresholds.clear()
+        self._sl_thresholds.update({r["name"]: float(r["sl_threshold_s"])
+                                    for r in await self.pool.fetch("SELECT name, sl_threshold_s FROM queues")})
+        facts = await self.pool.fetch(
+            """SELECT uniqueid, queue, entered_at, outcome, wait_s FROM queue_calls
+               WHERE node = $1 AND entered_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'""",
+            self.cfg.node)
+        self.board.reset(facts, waiting, time.time())
+
     async def _gap_opened(self) -> None:
         try:
             if self.gaps is not None:
@@ -289,8 +310,12 @@ class Service:
             log.warning("could not record the AMI gap: %s", exc)
 
     def _publish(self, message: dict[str, Any]) -> None:
-        """The ACD's announcements: to the live feed, and a call's facts re-projected when its agent's state or
-        disposition changes (after-call work ending completes the facts)."""
+        """The ACD's announcements: to the live feed (an agent's state with the caller's number and the instant
+        of the event that caused it), and a call's facts re-projected when its agent's state or disposition
+        changes (after-call work ending completes the facts)."""
+        if message.get("type") == "agent_state":
+            info = self.live.channels.get(str(message.get("uniqueid") or ""))
+            message = {**message, "caller": info.caller if info else None, "event_ts": message.get("at")}
         self.feed.publish(message)
         if self.projection is not None and message.get("linkedid"):
             self.projection.mark(str(message["linkedid"]))

@@ -22,7 +22,8 @@ from ivr.prompts import PromptStore
 from recording.service import RecordingService
 from reporting.event_store import events_for_linkedid
 from reporting.live import LiveState
-from web.api_agents import add_agent_routes
+from reporting.realtime import RealtimeBoard
+from web.api_agents import K_AGENTS, add_agent_routes
 from web.api_config import add_config_routes
 from web.api_flows import ContextFactory, add_flow_routes
 from web.api_prompts import add_prompt_routes
@@ -42,6 +43,7 @@ K_HEALTH: web.AppKey[HealthCheck] = web.AppKey("health")
 K_MEMBERSHIP = web.AppKey("membership", QueueMembership)
 K_LIVE = web.AppKey("live", LiveState)
 K_POOL = web.AppKey("pool", asyncpg.Pool)
+K_BOARD = web.AppKey("board", RealtimeBoard)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -55,7 +57,28 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def live(request: web.Request) -> web.Response:
-    return web.json_response(request.app[K_LIVE].snapshot())
+    """The live snapshot: channels and members, and the KPIS.md real-time figures per queue and per agent."""
+    out = request.app[K_LIVE].snapshot()
+    board = request.app.get(K_BOARD)
+    agents = request.app.get(K_AGENTS)
+    states = agents.book.snapshot() if agents is not None else {}
+    if board is not None:
+        queues = board.snapshot()
+        for q in queues:
+            by_state: dict[str, int] = {}
+            for m in out["queue_members"]:
+                if m["queue"] == q["queue"]:
+                    st = states.get(m["name"] or "")
+                    key = str(st.state) if st is not None else "unknown"
+                    by_state[key] = by_state.get(key, 0) + 1
+            q["agents_by_state"] = by_state
+        out["queues"] = queues
+    live_state = request.app[K_LIVE]
+    out["agents"] = [
+        {"agent": a, "state": str(st.state), "since": st.since, "reason": st.reason, "queue": st.queue,
+         "caller": (live_state.channels[st.uniqueid].caller if st.uniqueid in live_state.channels else None)}
+        for a, st in sorted(states.items())]
+    return web.json_response(out)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -123,6 +146,7 @@ def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMember
                flows: tuple[FlowStore, ContextFactory] | None = None,
                prompts: PromptStore | None = None, recordings: RecordingService | None = None,
                supervision: SupervisionService | None = None, agents_play_own: bool = False,
+               board: RealtimeBoard | None = None,
                node: str = "pbx1") -> web.Application:
     lookup = config_store.user_for_token if config_store else None
     app = web.Application(middlewares=[json_errors, bearer_auth(admin_token, lookup)], client_max_size=MAX_BODY)
@@ -130,6 +154,8 @@ def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMember
     app[K_MEMBERSHIP] = membership
     app[K_LIVE] = live_state
     app[K_POOL] = pool
+    if board is not None:
+        app[K_BOARD] = board
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/api/v1/live", guard(live, "supervisor", "admin"))

@@ -91,7 +91,11 @@ def build() -> dict[str, Any]:
                                  "503": _resp("a check fails", {"$ref": "#/components/schemas/Health"})}}},
         "/api/v1/openapi.json": {"get": {"summary": "This document", "security": [],
                                          "responses": {"200": _resp("the OpenAPI document")}}},
-        "/api/v1/live": {"get": {"summary": "Live state snapshot (channels, queue members). Roles: supervisor, admin",
+        "/api/v1/live": {"get": {"summary": "Live snapshot: channels, queue members, and the KPIS.md real-time figures "
+                                            "`queues` (waiting, longest_wait_s, agents_by_state, today's offered, "
+                                            "answered, abandoned, short_abandoned, timeout, service_level, asa_s) "
+                                            "and `agents` (state, since, reason, queue, caller). Roles: "
+                                            "supervisor, admin",
                                  "responses": {"200": _resp("snapshot", {"type": "object"}), **COMMON}}},
         "/api/v1/queues/{queue}/members": {"get": {
             "summary": "Phones logged into a queue. Roles: supervisor, admin", "parameters": qp,
@@ -224,7 +228,9 @@ def build() -> dict[str, Any]:
                 "http_responses": {"type": "object"}}}}}},
         "responses": {"200": _resp("path, variables, end", obj_schema), **flow_errors, "422": problems}}}
     paths["/api/v1/feed"] = {"get": {
-        "summary": "WebSocket live feed (JSON messages: screen_pop, agent_state ...). The token may be given as "
+        "summary": "WebSocket live feed (JSON messages: screen_pop, agent_state (with caller, queue, event_ts), "
+                   "queue_realtime (the queue's real-time figures as in /api/v1/live, with event_ts: the instant "
+                   "of the AMI event that caused the update), disposition ...). The token may be given as "
                    "?token= (browsers cannot set headers on a WebSocket). Agents receive only their own "
                    "messages. Roles: agent, supervisor, admin",
         "parameters": [{"name": "token", "in": "query", "required": False, "schema": {"type": "string"}}],

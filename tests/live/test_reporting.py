@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -257,3 +258,55 @@ async def test_calls_that_ran_through_a_service_outage_are_restored_from_queue_l
                                           f"&queue={s.queue}")
     total = report["queues"][0]["total"]
     assert (total["offered"], total["answered"], total["abandoned"]) == (3, 2, 1)
+
+
+async def test_the_wallboard_feed_pushes_queue_figures_stamped_with_their_event(
+    live_stack: LiveStack, ami: EventRecorder, phones: list[BaresipPhone], acd: Any,  # noqa: F811
+) -> None:
+    s = await acd({"wally": ("agent2", 3)}, sl_threshold_s=30)
+    (agent,) = s.agents
+    await phone_for(live_stack, phones, "agent2")
+    await api(live_stack, "POST", f"/api/v1/agents/{agent}/login")
+    await api(live_stack, "POST", f"/api/v1/agents/{agent}/pause", {"reason": "break"})
+    http = live_stack.cfg.http
+    async with aiohttp.ClientSession() as session, session.ws_connect(
+            f"http://{http.host}:{http.port}/api/v1/feed?token={http.admin_token}") as ws:
+        received: list[dict[str, Any]] = []
+
+        async def until(pred: Any) -> dict[str, Any]:
+            for m in received:
+                if pred(m):
+                    return m
+            while True:
+                m = json.loads((await asyncio.wait_for(ws.receive(), 15)).data)
+                m["_received"] = time.time()
+                received.append(m)
+                if pred(m):
+                    return m
+
+        caller = await start_trunk_caller(live_stack, phones, "+4940101000")
+        mark = ami.mark()
+        await caller.dial_nowait(f"sip:{s.did}@{live_stack.sip_registrar}")
+        join = await ami.wait_for("QueueCallerJoin", lambda e: e.queue == s.queue, since=mark)
+        waiting = await until(lambda m: m.get("type") == "queue_realtime" and m["queue"] == s.queue)
+        assert waiting["waiting"] == 1 and waiting["offered"] == 1 and waiting["event_ts"] == join.timestamp
+        snap = await api(live_stack, "GET", "/api/v1/live")
+        (q,) = [q for q in snap["queues"] if q["queue"] == s.queue]
+        assert q["waiting"] == 1 and q["longest_wait_s"] >= 0 and q["agents_by_state"] == {"paused": 1}
+        await api(live_stack, "POST", f"/api/v1/agents/{agent}/ready")
+        conn = await ami.wait_for("AgentConnect", lambda e: e.queue == s.queue, since=mark)
+        answered = await until(lambda m: m.get("type") == "queue_realtime" and m["queue"] == s.queue
+                               and m["answered"] == 1)
+        assert answered["event_ts"] == conn.timestamp and answered["waiting"] == 0
+        assert abs(answered["asa_s"] - (conn.timestamp - join.timestamp)) < 0.01
+        assert answered["service_level"] == 1.0
+        on_call = await until(lambda m: m.get("type") == "agent_state" and m["agent"] == agent
+                              and m["to_state"] == "on_call")
+        assert on_call["caller"] == "+4940101000" and on_call["queue"] == s.queue
+        assert on_call["event_ts"] == conn.timestamp
+        # Pushed within a second of the event (this machine: a few ms).
+        assert answered["_received"] - conn.timestamp < 1.0
+        snap = await api(live_stack, "GET", "/api/v1/live")
+        (me,) = [a for a in snap["agents"] if a["agent"] == agent]
+        assert (me["state"], me["caller"], me["queue"]) == ("on_call", "+4940101000", s.queue)
+        await caller.hangup()
