@@ -112,6 +112,16 @@ async def project_call(pool: asyncpg.Pool, node: str, linkedid: str, now: float 
     return calls
 
 
+async def rebuild(pool: asyncpg.Pool, node: str, since: float, until: float) -> int:
+    """Re-project every call that entered a queue in [since, until) from its stored events; returns the calls."""
+    rows = await pool.fetch(
+        """SELECT DISTINCT linkedid FROM call_events WHERE name = 'QueueCallerJoin' AND ts >= $1 AND ts < $2
+           AND linkedid IS NOT NULL""", _dt(since), _dt(until))
+    for r in rows:
+        await project_call(pool, node, r["linkedid"])
+    return len(rows)
+
+
 class ProjectionService:
     def __init__(self, pool: asyncpg.Pool, node: str, *, flush: Callable[[], Awaitable[None]] | None = None,
                  on_projected: Callable[[str, list[QueueCall]], None] | None = None) -> None:
@@ -138,15 +148,6 @@ class ProjectionService:
         if linkedid:
             self.dirty.add(linkedid)
             self._wake.set()
-
-    async def rebuild(self, since: float, until: float) -> int:
-        """Re-project every call that entered a queue in [since, until) from its stored events."""
-        rows = await self.pool.fetch(
-            """SELECT DISTINCT linkedid FROM call_events WHERE name = 'QueueCallerJoin' AND ts >= $1 AND ts < $2
-               AND linkedid IS NOT NULL""", _dt(since), _dt(until))
-        for r in rows:
-            await project_call(self.pool, self.node, r["linkedid"])
-        return len(rows)
 
     async def _run(self) -> None:
         while True:

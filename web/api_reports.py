@@ -48,7 +48,7 @@ from pydantic import (
 from acd.agent_figures import AgentFigures, agent_figures
 from acd.agent_state import CALL_STATES, State, Transition
 from acd.state_store import AgentStateStore
-from reporting import reports
+from reporting import projection, reports
 from reporting.projection import fact_json
 from web.api_config import validation_response
 from web.auth import guard, principal
@@ -290,6 +290,21 @@ async def ivr_report(request: web.Request) -> web.StreamResponse:
                               "incomplete_ranges": await _gaps(request, q.since, q.until, zone, reconciled=True)})
 
 
+class RebuildIn(_Range):
+    pass
+
+
+async def rebuild_facts(request: web.Request) -> web.StreamResponse:
+    """Project every call that entered a queue in the range again from its stored events (after a fix of the
+    projector, or to check that the facts are what the events say): the same function as the live path."""
+    q = _parse(request, RebuildIn)
+    if isinstance(q, web.Response):
+        return q
+    n = await projection.rebuild(request.app[K_REPORT_POOL], request.app[K_REPORT_NODE], q.since.timestamp(),
+                                 q.until.timestamp())
+    return web.json_response({"from": q.since.isoformat(), "to": q.until.isoformat(), "calls": n})
+
+
 def add_report_routes(app: web.Application, pool: asyncpg.Pool, node: str) -> None:
     app[K_REPORT_POOL] = pool
     app[K_REPORT_NODE] = node
@@ -298,3 +313,4 @@ def add_report_routes(app: web.Application, pool: asyncpg.Pool, node: str) -> No
     app.router.add_get("/api/v1/reports/agents", guard(agent_report, *roles))
     app.router.add_get("/api/v1/reports/ivr", guard(ivr_report, *roles))
     app.router.add_get("/api/v1/calls", guard(call_facts, *roles))
+    app.router.add_post("/api/v1/reports/rebuild", guard(rebuild_facts, "admin"))

@@ -13,7 +13,7 @@ from acd.config_store import RESOURCES
 from ivr.flow_model import Flow
 from reporting.reports import QUEUE_FIELDS
 from web.api_recordings import ControlIn, ErasureIn, SearchIn
-from web.api_reports import AGENT_FIELDS, AgentReportIn, CallsIn, IvrReportIn, QueueReportIn
+from web.api_reports import AGENT_FIELDS, AgentReportIn, CallsIn, IvrReportIn, QueueReportIn, RebuildIn
 from web.api_supervision import ModeIn, SessionIn
 
 ERR = {"$ref": "#/components/schemas/Error"}
@@ -579,6 +579,14 @@ def _report_paths(paths: dict[str, Any], components: dict[str, Any]) -> None:
         "responses": {"200": _resp("the report", {"type": "object", "properties": {
             "from": {"type": "string", "format": "date-time"}, "to": {"type": "string", "format": "date-time"},
             "flows": {"type": "array", "items": {"type": "object"}}, "incomplete_ranges": gaps}}), **errors}}}
+    paths["/api/v1/reports/rebuild"] = {"post": {
+        "summary": "Project every call that entered a queue in the range again from its stored events (the same "
+                   "function as the live path: the facts come out identical unless the events changed, e.g. by "
+                   "reconciliation). Role: admin",
+        "parameters": _query_params(RebuildIn, dict(_RANGE)),
+        "responses": {"200": _resp("how many calls were projected", {"type": "object", "properties": {
+            "from": {"type": "string", "format": "date-time"}, "to": {"type": "string", "format": "date-time"},
+            "calls": {"type": "integer"}}}), **errors}}}
 
 
 if __name__ == "__main__":

@@ -145,6 +145,16 @@ async def test_survey_after_the_agent_hangs_up_stores_the_score_against_the_call
                                                    connect.linkedid), what="the survey score")
         assert (row["score"], row["flow"], row["version"]) == (4, name, 1)
         await caller.wait_event("CALL_CLOSED", 15)
+        # The score reaches the call's facts and the queue report (KPIS.md csat, csat_avg).
+        fact = await eventually(lambda: db.fetchrow("SELECT csat FROM queue_calls WHERE linkedid = $1 AND final "
+                                                    "AND csat IS NOT NULL", connect.linkedid), timeout=3,
+                                what="the call's facts with the score (within a second or so)")
+        assert fact["csat"] == 4
+        since = datetime.fromtimestamp(connect.timestamp - 3600, UTC).isoformat().replace("+00:00", "Z")
+        until = datetime.fromtimestamp(connect.timestamp + 3600, UTC).isoformat().replace("+00:00", "Z")
+        report = await api(live_stack, "GET", f"/api/v1/reports/queues?from={since}&to={until}&queue={s.queue}")
+        total = report["queues"][0]["total"]
+        assert (total["csat"], total["csat_avg"]) == (1.0, 4.0)
     finally:
         await api(live_stack, "DELETE", f"/api/v1/routes/{did}", None, 204)
         await api(live_stack, "DELETE", f"/api/v1/flows/{name}", None, 204)

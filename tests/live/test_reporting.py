@@ -310,3 +310,44 @@ async def test_the_wallboard_feed_pushes_queue_figures_stamped_with_their_event(
         (me,) = [a for a in snap["agents"] if a["agent"] == agent]
         assert (me["state"], me["caller"], me["queue"]) == ("on_call", "+4940101000", s.queue)
         await caller.hangup()
+
+
+async def test_a_transferred_call_and_a_rebuild_from_events_gives_the_same_facts(
+    live_stack: LiveStack, ami: EventRecorder, phones: list[BaresipPhone], acd: Any,  # noqa: F811
+    db: asyncpg.Connection,
+) -> None:
+    s = await acd({"tess": ("agent1", 3)})
+    (agent,) = s.agents
+    await phone_for(live_stack, phones, "agent1")
+    await api(live_stack, "POST", f"/api/v1/agents/{agent}/login")
+    caller = await start_trunk_caller(live_stack, phones, "+4940101100")
+    mark = ami.mark()
+    await caller.dial_nowait(f"sip:{s.did}@{live_stack.sip_registrar}")
+    conn = await ami.wait_for("AgentConnect", lambda e: e.queue == s.queue, since=mark)
+    await asyncio.sleep(1.5)
+    # The agent blind-transfers the caller away (to the echo test): the agent's talk ends at the transfer.
+    await ami.client.action("BlindTransfer", {"Channel": conn.dest_channel or "", "Context": "agents",
+                                              "Exten": "600"}, as_list=False)
+    done = await ami.wait_for("AgentComplete", lambda e: e.queue == s.queue, since=mark)
+    assert done.fields.get("Reason") == "transfer"
+    await asyncio.sleep(1.0)
+    await caller.hangup()
+    (fact,) = await facts_final(db, s.queue, 1)
+    assert fact["transferred"] and abs(fact["talk_s"] - (done.timestamp - conn.timestamp)) < 1
+    since = datetime.fromtimestamp(conn.timestamp - 600, UTC).isoformat().replace("+00:00", "Z")
+    until = datetime.fromtimestamp(conn.timestamp + 600, UTC).isoformat().replace("+00:00", "Z")
+    report = await api(live_stack, "GET", f"/api/v1/reports/queues?from={since}&to={until}&queue={s.queue}")
+    assert report["queues"][0]["total"]["transfer_rate"] == 1.0
+
+    # Rebuilding the range from the stored events gives identical facts.
+    columns = ("linkedid, uniqueid, queue, caller_number, entered_at, outcome, wait_s, agent, ring_s, talk_s, "
+               "hold_s, acw_s, transferred, disposition, csat, ended_at, final")
+    before = [dict(r) for r in await db.fetch(f"SELECT {columns} FROM queue_calls WHERE entered_at >= $1 "
+                                              "ORDER BY uniqueid, queue, entered_at",
+                                              datetime.fromtimestamp(conn.timestamp - 600, UTC))]
+    out = await api(live_stack, "POST", f"/api/v1/reports/rebuild?from={since}&to={until}")
+    assert out["calls"] >= 1
+    after = [dict(r) for r in await db.fetch(f"SELECT {columns} FROM queue_calls WHERE entered_at >= $1 "
+                                             "ORDER BY uniqueid, queue, entered_at",
+                                             datetime.fromtimestamp(conn.timestamp - 600, UTC))]
+    assert after == before and len(before) >= 1
