@@ -43,6 +43,7 @@ log = logging.getLogger("recording")
 CALLER_NUMBER = re.compile(r"^\+?[0-9]{1,20}$")
 DEFAULT_RETENTION_DAYS = 90
 ON_DEMAND_CONTEXT = "record-on-demand"
+DB_RETRIES = 20
 ORIGINATE_WAIT_S = 10.0
 
 Job = Callable[[], Awaitable[None]]
@@ -225,7 +226,22 @@ class RecordingService:
                 await self.store.finish(rec.id, ended_at=_dt(at), status="missing", size_bytes=None,
                                         duration_s=None, sha256=None)
 
-        self._spawn(run())
+        self._spawn(self._retrying(run))
+
+    async def _retrying(self, job: Job) -> None:
+        """Run a bookkeeping job, trying again while the database is away (up to about a minute)."""
+        delay = 0.2
+        for _ in range(DB_RETRIES):
+            try:
+                await job()
+                return
+            except (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as exc:
+                log.warning("recording bookkeeping waits for the database: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                log.exception("recording bookkeeping failed")
+                return
 
     async def reconcile(self, live: dict[str, str]) -> int:
         """After an AMI (re)connect or a service restart: rows still 'recording' are matched with the channels
@@ -419,12 +435,11 @@ class RecordingService:
         self._jobs.put_nowait(job)
 
     async def _worker(self) -> None:
+        """Jobs in order; one the database refuses for being away is tried again before the next, so a short
+        outage loses no recording row."""
         while True:
             job = await self._jobs.get()
-            try:
-                await job()
-            except Exception:
-                log.exception("recording bookkeeping failed")
+            await self._retrying(job)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)

@@ -24,7 +24,8 @@ from reporting.projector import ACW_CAP_S, CallExtras, Ev, QueueCall, project
 
 log = logging.getLogger("reporting.projection")
 
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+CATCH_UP_S = 5.0
 TICK_S = 0.2
 OPEN_RETRY_S = 1.0
 
@@ -133,6 +134,7 @@ class ProjectionService:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_open_sweep = 0.0
+        self._last_catch_up = 0.0
         self.stats = {"projected": 0, "failures": 0}
 
     async def start(self) -> None:
@@ -155,7 +157,11 @@ class ProjectionService:
                 await asyncio.wait_for(self._wake.wait(), OPEN_RETRY_S)
             self._wake.clear()
             await asyncio.sleep(TICK_S)  # gather the other hang-ups of the same call into one projection
-            await self._once()
+            try:
+                await self._once()
+            except Exception:  # never let the worker die: the next round retries
+                self.stats["failures"] += 1
+                log.exception("projection round failed")
 
     async def _once(self) -> None:
         now = time.time()
@@ -166,12 +172,23 @@ class ProjectionService:
                         "SELECT DISTINCT linkedid FROM queue_calls WHERE node = $1 AND NOT final "
                         "AND projected_at < now() - interval '0.5 second' LIMIT 500", self.node):
                     self.dirty.add(r["linkedid"])
+        if now - self._last_catch_up >= CATCH_UP_S:
+            # Calls with stored events but no facts (their marks were lost: a restart, a database outage).
+            self._last_catch_up = now
+            with contextlib.suppress(*DB_ERRORS):
+                for r in await self.pool.fetch(
+                        """SELECT DISTINCT e.linkedid FROM call_events e
+                           WHERE e.name = 'QueueCallerJoin' AND e.node = $1 AND e.linkedid IS NOT NULL
+                             AND e.ts > now() - interval '1 day' AND e.ts < now() - interval '2 seconds'
+                             AND NOT EXISTS (SELECT 1 FROM queue_calls q WHERE q.linkedid = e.linkedid)
+                           LIMIT 500""", self.node):
+                    self.dirty.add(r["linkedid"])
         if not self.dirty:
             return
         if self.flush is not None:
             try:
                 await self.flush()
-            except (TimeoutError, *DB_ERRORS) as exc:
+            except Exception as exc:  # TimeoutError, the writer stopped...: keep the calls marked, retry
                 log.warning("events not committed yet, projection waits: %s", exc)
                 return
         batch, self.dirty = self.dirty, set()

@@ -1,9 +1,11 @@
 """Historical reports over the stored facts: queue figures per interval (KPIS.md), call facts, IVR paths.
 
 Why here and not in the web layer: the figures are the contract of KPIS.md, computed in one place that tests,
-the API and its CSV export share. The aggregation runs in PostgreSQL (one GROUP BY queue, interval over
-`queue_calls` per report), so a report over months reads the rows once and ships only sums; Python turns the
-sums into the named figures (`None` when a denominator is 0) and lists every interval, empty ones included.
+the API and its CSV export share. The aggregation runs in PostgreSQL (GROUP BY queue, interval), so only sums
+leave the database: from the rollups of reporting/rollups.py for the whole 15-minute and hour buckets they cover,
+from `queue_calls` for the rest (the last hour or so, edges, buckets marked stale). Python adds the sums (integer
+milliseconds, so the order does not matter), turns them into the named figures (`None` when a denominator is 0)
+and lists every interval, empty ones included.
 
 Intervals (`interval_bounds`): the boundaries are the instants at which the wall clock of the time zone shows a
 multiple of the interval counted from local midnight (`1d`: local midnights), computed with zoneinfo.
@@ -24,6 +26,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
+
+from reporting import rollups
 
 __all__ = [
     "DEFAULT_SL_THRESHOLD_S",
@@ -100,57 +104,80 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def _sec(x: float | None) -> float | None:
-    return round(x, 3) if x is not None else None
+def _mean_s(ms: int, n: int) -> float | None:
+    """Mean of values summed in integer milliseconds, in seconds rounded to the millisecond."""
+    return round(ms / n / 1000, 3) if n else None
 
 
-def _queue_figures(r: Mapping[str, Any] | None) -> dict[str, Any]:
-    """KPIS.md queue figures from one group's sums (`None`: no call in the group)."""
-    g: Mapping[str, Any] = r if r is not None else {}
+#: Integer sums per (queue, interval), from raw facts or rollups alike (max_wait_s is a maximum).
+_SUM_FIELDS = ("offered", "answered", "abandoned", "short_abandoned", "timeout", "transferred", "wait_ms", "wait_n",
+               "talk_ms", "talk_n", "hold_ms", "hold_n", "acw_ms", "acw_n", "aht_ms", "aht_n", "abandon_wait_ms",
+               "abandon_wait_n", "in_sl", "csat_n", "csat_good", "csat_sum", "fcr_decided", "fcr_resolved")
+Sums = dict[str, Any]
+
+
+def _merge(into: Sums, row: Mapping[str, Any]) -> None:
+    for k in _SUM_FIELDS:
+        into[k] = into.get(k, 0) + row[k]
+    m = row["max_wait_s"]
+    if m is not None and (into.get("max_wait_s") is None or m > into["max_wait_s"]):
+        into["max_wait_s"] = m
+
+
+def _queue_figures(g: Mapping[str, Any]) -> dict[str, Any]:
+    """KPIS.md queue figures from one group's sums (empty: no call in the group). Means are computed from
+    integer-millisecond sums, so they do not depend on the order the facts were added in (raw or rollups)."""
     offered = g.get("offered", 0)
     answered = g.get("answered", 0)
     abandoned = g.get("abandoned", 0)
     short = g.get("short_abandoned", 0)
+    csat_n = g.get("csat_n", 0)
     return {
         "offered": offered,
         "answered": answered,
         "abandoned": abandoned,
         "short_abandoned": short,
         "timeout": g.get("timeout", 0),
-        "asa_s": _sec(g.get("asa_s")),
-        "max_wait_s": _sec(g.get("max_wait_s")),
-        "avg_abandon_wait_s": _sec(g.get("avg_abandon_wait_s")),
+        "asa_s": _mean_s(g.get("wait_ms", 0), g.get("wait_n", 0)),
+        "max_wait_s": round(g["max_wait_s"], 3) if g.get("max_wait_s") is not None else None,
+        "avg_abandon_wait_s": _mean_s(g.get("abandon_wait_ms", 0), g.get("abandon_wait_n", 0)),
         "service_level": _ratio(g.get("in_sl", 0), offered - short),
         "abandon_rate": _ratio(abandoned, offered - short),
-        "aht_s": _sec(g.get("aht_s")),
-        "avg_talk_s": _sec(g.get("avg_talk_s")),
-        "avg_hold_s": _sec(g.get("avg_hold_s")),
-        "avg_acw_s": _sec(g.get("avg_acw_s")),
+        "aht_s": _mean_s(g.get("aht_ms", 0), g.get("aht_n", 0)),
+        "avg_talk_s": _mean_s(g.get("talk_ms", 0), g.get("talk_n", 0)),
+        "avg_hold_s": _mean_s(g.get("hold_ms", 0), g.get("hold_n", 0)),
+        "avg_acw_s": _mean_s(g.get("acw_ms", 0), g.get("acw_n", 0)),
         "transfer_rate": _ratio(g.get("transferred", 0), answered),
         "fcr_rate": _ratio(g.get("fcr_resolved", 0), g.get("fcr_decided", 0)),
-        "csat": _ratio(g.get("csat_good", 0), g.get("csat_responses", 0)),
-        "csat_avg": g.get("csat_avg"),
+        "csat": _ratio(g.get("csat_good", 0), csat_n),
+        "csat_avg": g.get("csat_sum", 0) / csat_n if csat_n else None,
     }
 
 
-# $1 since, $2 until, $3 interval boundaries, $4 SL threshold of the request (NULL: the queue's, else 20),
-# $5 short-abandon threshold, $6 queues (NULL: all), $7 FCR window (s), $8 now.
+# Sums per (queue, interval) over the facts that entered in the pieces ($1 lo, $2 hi). $3 interval boundaries,
+# $4 SL threshold of the request (NULL: the queue's, else 20), $5 short-abandon threshold, $6 queues (NULL: all),
+# $7 FCR window (s), $8 now, $9 queues to leave out.
 #
 # Short abandons are re-derived from wait_s with the request's threshold (the stored outcome when wait_s is
 # unknown), so the projector's 5 s default is not baked into the report.
 # FCR: a repeat is another queue call of the same caller_number that entered in (ended_at, ended_at + window],
 # in any queue on any node, of another linkedid (the same call moving on to a second queue, e.g. transferred
 # by the agent, is not a new contact). A call counts once decided: it has a repeat, or its window has elapsed.
+# Times are summed in integer milliseconds, like the rollups (reporting/rollups.py), so both give equal sums.
 _QUEUE_SQL = """
 WITH base AS (
-    SELECT c.queue, width_bucket(c.entered_at, $3::timestamptz[]) AS bucket, c.linkedid, c.caller_number,
+    SELECT c.queue, width_bucket(c.entered_at, $3::timestamptz[]) AS slot, c.linkedid, c.caller_number,
            c.outcome, c.wait_s, c.talk_s, c.hold_s, c.acw_s, c.transferred, c.csat, c.ended_at,
            COALESCE($4::float8, q.sl_threshold_s::float8, 20) AS threshold,
+           c.outcome = 'answered' AS ans,
            c.outcome IN ('abandoned', 'short_abandoned') AS left_queue,
            COALESCE(c.wait_s < $5::float8, c.outcome = 'short_abandoned') AS short_wait,
            (c.outcome = 'answered' AND c.caller_number <> '' AND c.ended_at IS NOT NULL) AS fcr_call
-    FROM queue_calls c LEFT JOIN queues q ON q.name = c.queue
-    WHERE c.entered_at >= $1 AND c.entered_at < $2 AND ($6::text[] IS NULL OR c.queue = ANY($6::text[]))
+    FROM unnest($1::timestamptz[], $2::timestamptz[]) AS g(lo, hi)
+    CROSS JOIN LATERAL (  -- one index range scan per piece (OFFSET 0: not flattened into a join)
+        SELECT * FROM queue_calls c WHERE c.entered_at >= g.lo AND c.entered_at < g.hi
+          AND ($6::text[] IS NULL OR c.queue = ANY($6::text[])) AND NOT (c.queue = ANY($9::text[])) OFFSET 0) c
+    LEFT JOIN queues q ON q.name = c.queue
 ), f AS (
     SELECT base.*, left_queue AND short_wait AS is_short, left_queue AND NOT short_wait AS is_abandoned,
            CASE WHEN fcr_call THEN EXISTS (
@@ -160,29 +187,33 @@ WITH base AS (
                  AND r.linkedid <> base.linkedid) ELSE false END AS repeated
     FROM base
 )
-SELECT queue, bucket, GROUPING(bucket) = 1 AS is_total,
-       count(*) AS offered,
-       count(*) FILTER (WHERE outcome = 'answered') AS answered,
-       count(*) FILTER (WHERE is_abandoned) AS abandoned,
-       count(*) FILTER (WHERE is_short) AS short_abandoned,
+SELECT queue, slot,
+       count(*) AS offered, count(*) FILTER (WHERE ans) AS answered,
+       count(*) FILTER (WHERE is_abandoned) AS abandoned, count(*) FILTER (WHERE is_short) AS short_abandoned,
        count(*) FILTER (WHERE outcome IN ('timeout', 'exit_empty')) AS timeout,
-       avg(wait_s) FILTER (WHERE outcome = 'answered') AS asa_s,
+       count(*) FILTER (WHERE ans AND transferred) AS transferred,
+       COALESCE(sum(round(wait_s * 1000)::bigint) FILTER (WHERE ans), 0)::bigint AS wait_ms,
+       count(wait_s) FILTER (WHERE ans) AS wait_n,
+       COALESCE(sum(round(talk_s * 1000)::bigint) FILTER (WHERE ans), 0)::bigint AS talk_ms,
+       count(talk_s) FILTER (WHERE ans) AS talk_n,
+       COALESCE(sum(round(hold_s * 1000)::bigint) FILTER (WHERE ans), 0)::bigint AS hold_ms,
+       count(hold_s) FILTER (WHERE ans) AS hold_n,
+       COALESCE(sum(round(acw_s * 1000)::bigint) FILTER (WHERE ans), 0)::bigint AS acw_ms,
+       count(acw_s) FILTER (WHERE ans) AS acw_n,
+       COALESCE(sum(round(talk_s * 1000)::bigint + round(hold_s * 1000)::bigint + round(acw_s * 1000)::bigint)
+                FILTER (WHERE ans), 0)::bigint AS aht_ms,
+       count(talk_s + hold_s + acw_s) FILTER (WHERE ans) AS aht_n,
        max(wait_s) AS max_wait_s,
-       avg(wait_s) FILTER (WHERE is_abandoned) AS avg_abandon_wait_s,
-       count(*) FILTER (WHERE outcome = 'answered' AND wait_s <= threshold) AS in_sl,
-       avg(talk_s + hold_s + acw_s) FILTER (WHERE outcome = 'answered') AS aht_s,
-       avg(talk_s) FILTER (WHERE outcome = 'answered') AS avg_talk_s,
-       avg(hold_s) FILTER (WHERE outcome = 'answered') AS avg_hold_s,
-       avg(acw_s) FILTER (WHERE outcome = 'answered') AS avg_acw_s,
-       count(*) FILTER (WHERE outcome = 'answered' AND transferred) AS transferred,
+       COALESCE(sum(round(wait_s * 1000)::bigint) FILTER (WHERE is_abandoned), 0)::bigint AS abandon_wait_ms,
+       count(wait_s) FILTER (WHERE is_abandoned) AS abandon_wait_n,
+       count(*) FILTER (WHERE ans AND wait_s <= threshold) AS in_sl,
+       count(csat) AS csat_n, count(*) FILTER (WHERE csat >= 4) AS csat_good,
+       COALESCE(sum(csat), 0)::bigint AS csat_sum,
        count(*) FILTER (WHERE fcr_call AND (repeated OR ended_at + make_interval(secs => $7) <= $8)) AS fcr_decided,
        count(*) FILTER (WHERE fcr_call AND NOT repeated AND ended_at + make_interval(secs => $7) <= $8)
-           AS fcr_resolved,
-       count(csat) AS csat_responses,
-       count(*) FILTER (WHERE csat >= 4) AS csat_good,
-       avg(csat)::float8 AS csat_avg
+           AS fcr_resolved
 FROM f
-GROUP BY GROUPING SETS ((queue, bucket), (queue))
+GROUP BY queue, slot
 """
 
 
@@ -193,7 +224,7 @@ def _iso(dt: datetime, zone: ZoneInfo) -> str:
 async def queue_report(pool: asyncpg.Pool, *, since: datetime, until: datetime, interval: str,
                        queues: Sequence[str] | None = None, sl_threshold_s: float | None = None, tz: str = "UTC",
                        short_abandon_s: float = SHORT_ABANDON_S, fcr_window_s: float = FCR_WINDOW_S,
-                       now: datetime | None = None) -> list[dict[str, Any]]:
+                       now: datetime | None = None, use_rollups: bool = True) -> list[dict[str, Any]]:
     """KPIS.md queue figures per queue: `{"queue", "total", "intervals": [{"start", "end", <figures>}]}`.
 
     Queues listed: the `queues` asked for, else every configured queue and every queue with calls in the
@@ -204,23 +235,70 @@ async def queue_report(pool: asyncpg.Pool, *, since: datetime, until: datetime, 
     still in after-call work has no `acw_s` yet and is left out until it is final); `avg_talk_s`,
     `avg_hold_s` and `avg_acw_s` are each the mean over the answered calls where that part is known, so while
     calls are in progress they need not add up to `aht_s`.
+
+    Rollups (reporting/rollups.py) answer the whole buckets before their `rolled_until`, raw facts the rest; the
+    figures are the same either way (`use_rollups=False` reads only raw facts). Read from raw facts over the
+    whole range: every queue when `short_abandon_s` is not 5 s, `fcr_window_s` not 604800 s or the request's
+    `sl_threshold_s` not an integer from 0 to 120 s; a queue whose own SL threshold is above 120 s (when the
+    request gives none). Those reports cost what a raw aggregation of the range costs (seconds over a year of a
+    large center).
     """
     zone = ZoneInfo(tz)
     bounds = interval_bounds(since, until, interval, tz)
     now_dt = now if now is not None else datetime.fromtimestamp(time.time(), UTC)
     wanted = sorted(set(queues)) if queues is not None else None
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(_QUEUE_SQL, bounds[0], bounds[-1], bounds, sl_threshold_s, short_abandon_s,
-                                wanted, float(fcr_window_s), now_dt)
-        names = wanted if wanted is not None else sorted(
-            {r["name"] for r in await conn.fetch("SELECT name FROM queues")} | {r["queue"] for r in rows})
-    groups: dict[tuple[str, int | None], Mapping[str, Any]] = {
-        (r["queue"], None if r["is_total"] else r["bucket"]): dict(r) for r in rows}
+    sums: dict[tuple[str, int], Sums] = {}
+
+    def add(rows: Sequence[Any]) -> None:
+        for r in rows:
+            _merge(sums.setdefault((r["queue"], r["slot"]), {}), r)
+
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        # plans for the actual pieces and queue filter (a generic plan cannot use the queue index or row counts)
+        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        thresholds = {r["name"]: r["sl_threshold_s"]
+                      for r in await conn.fetch("SELECT name, sl_threshold_s FROM queues")}
+        plan = None
+        if use_rollups and short_abandon_s == rollups.SHORT_ABANDON_S and fcr_window_s == rollups.FCR_WINDOW_S and (
+                sl_threshold_s is None or rollups.rollup_threshold(sl_threshold_s) is not None):
+            plan = await rollups.load_plan(conn, bounds, now_dt)
+        raw_args = (bounds, sl_threshold_s, short_abandon_s, wanted, float(fcr_window_s), now_dt)
+        if plan is None:
+            add(await conn.fetch(_QUEUE_SQL, [bounds[0]], [bounds[-1]], *raw_args, []))
+        else:
+            # queues whose own threshold the rollups cannot answer: raw over the whole range
+            odd = sorted(q for q, t in thresholds.items() if sl_threshold_s is None and
+                         rollups.rollup_threshold(t) is None and (wanted is None or q in wanted))
+            if plan.raw:
+                add(await conn.fetch(_QUEUE_SQL, [a for a, _ in plan.raw], [b for _, b in plan.raw], *raw_args, []))
+            rolled = plan.rolled()
+            if rolled:
+                sl = int(sl_threshold_s) if sl_threshold_s is not None else None
+                add(await conn.fetch(rollups.ROLLUP_SQL, [s for s, _, _ in rolled], [a for _, a, _ in rolled],
+                                     [b for _, _, b in rolled], bounds, sl, wanted, odd, now_dt))
+                for r in await conn.fetch(rollups.FCR_DELTA_SQL, [a for _, a, _ in rolled],
+                                          [b for _, _, b in rolled], plan.rolled_until, bounds, wanted, odd, now_dt):
+                    g = sums.setdefault((r["queue"], r["slot"]), {})
+                    g["fcr_decided"] = g.get("fcr_decided", 0) + r["decided_add"]
+                    g["fcr_resolved"] = g.get("fcr_resolved", 0) - r["resolved_sub"]
+                if odd:
+                    add(await conn.fetch(_QUEUE_SQL, [a for _, a, _ in rolled], [b for _, _, b in rolled],
+                                         bounds, sl_threshold_s, short_abandon_s, odd, float(fcr_window_s), now_dt, []))
+    names = wanted if wanted is not None else sorted(set(thresholds) | {q for q, _ in sums})
+    per_queue: dict[str, dict[int, Sums]] = {}
+    for (q, slot), g in sums.items():
+        per_queue.setdefault(q, {})[slot] = g
+    starts = [_iso(b, zone) for b in bounds]
     out = []
+    empty = _queue_figures({})
     for name in names:
-        intervals = [{"start": _iso(bounds[i], zone), "end": _iso(bounds[i + 1], zone),
-                      **_queue_figures(groups.get((name, i + 1)))} for i in range(len(bounds) - 1)]
-        out.append({"queue": name, "total": _queue_figures(groups.get((name, None))), "intervals": intervals})
+        slots = per_queue.get(name, {})
+        total: Sums = {}
+        for g in slots.values():
+            _merge(total, {"max_wait_s": None, **{k: 0 for k in _SUM_FIELDS}, **g})
+        intervals = [{"start": starts[i], "end": starts[i + 1],
+                      **(_queue_figures(slots[i + 1]) if i + 1 in slots else empty)} for i in range(len(bounds) - 1)]
+        out.append({"queue": name, "total": _queue_figures(total), "intervals": intervals})
     return out
 
 
