@@ -1,11 +1,11 @@
 """Historical reports over the stored facts: queue figures per interval (KPIS.md), call facts, IVR paths.
 
 Why here and not in the web layer: the figures are the contract of KPIS.md, computed in one place that tests,
-the API and its CSV export share. The aggregation runs in PostgreSQL (GROUP BY queue, interval), so only sums
-leave the database: from the rollups of reporting/rollups.py for the whole 15-minute and hour buckets they cover,
-from `queue_calls` for the rest (the last hour or so, edges, buckets marked stale). Python adds the sums (integer
-milliseconds, so the order does not matter), turns them into the named figures (`None` when a denominator is 0)
-and lists every interval, empty ones included.
+the API and its CSV export share. The queue report is one SQL statement: sums per (queue, interval) from the
+rollups of reporting/rollups.py for the whole 15-minute, hour and day blocks they cover, and from `queue_calls`
+for the rest (the last hour or so, edges, blocks marked stale), added up (integer milliseconds, so the order does
+not matter) and turned into the named figures (`None` when a denominator is 0); only the figures leave the
+database. Python lists every interval, empty ones included.
 
 Intervals (`interval_bounds`): the boundaries are the instants at which the wall clock of the time zone shows a
 multiple of the interval counted from local midnight (`1d`: local midnights), computed with zoneinfo.
@@ -18,8 +18,10 @@ interval's figures cover exactly its `[start, end)`. PostgreSQL assigns each que
 
 from __future__ import annotations
 
+import gc
+import itertools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as wall_time
 from typing import Any
@@ -104,120 +106,184 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def _mean_s(ms: int, n: int) -> float | None:
-    """Mean of values summed in integer milliseconds, in seconds rounded to the millisecond."""
-    return round(ms / n / 1000, 3) if n else None
+#: The figures as `_REPORT_SQL` returns them after (queue, slot), in QUEUE_FIELDS order.
+_EMPTY: dict[str, Any] = {k: (0 if k in ("offered", "answered", "abandoned", "short_abandoned", "timeout") else None)
+                          for k in QUEUE_FIELDS}
 
-
-#: Integer sums per (queue, interval), from raw facts or rollups alike (max_wait_s is a maximum).
-_SUM_FIELDS = ("offered", "answered", "abandoned", "short_abandoned", "timeout", "transferred", "wait_ms", "wait_n",
-               "talk_ms", "talk_n", "hold_ms", "hold_n", "acw_ms", "acw_n", "aht_ms", "aht_n", "abandon_wait_ms",
-               "abandon_wait_n", "in_sl", "csat_n", "csat_good", "csat_sum", "fcr_decided", "fcr_resolved")
-Sums = dict[str, Any]
-
-
-def _merge(into: Sums, row: Mapping[str, Any]) -> None:
-    for k in _SUM_FIELDS:
-        into[k] = into.get(k, 0) + row[k]
-    m = row["max_wait_s"]
-    if m is not None and (into.get("max_wait_s") is None or m > into["max_wait_s"]):
-        into["max_wait_s"] = m
-
-
-def _queue_figures(g: Mapping[str, Any]) -> dict[str, Any]:
-    """KPIS.md queue figures from one group's sums (empty: no call in the group). Means are computed from
-    integer-millisecond sums, so they do not depend on the order the facts were added in (raw or rollups)."""
-    offered = g.get("offered", 0)
-    answered = g.get("answered", 0)
-    abandoned = g.get("abandoned", 0)
-    short = g.get("short_abandoned", 0)
-    csat_n = g.get("csat_n", 0)
-    return {
-        "offered": offered,
-        "answered": answered,
-        "abandoned": abandoned,
-        "short_abandoned": short,
-        "timeout": g.get("timeout", 0),
-        "asa_s": _mean_s(g.get("wait_ms", 0), g.get("wait_n", 0)),
-        "max_wait_s": round(g["max_wait_s"], 3) if g.get("max_wait_s") is not None else None,
-        "avg_abandon_wait_s": _mean_s(g.get("abandon_wait_ms", 0), g.get("abandon_wait_n", 0)),
-        "service_level": _ratio(g.get("in_sl", 0), offered - short),
-        "abandon_rate": _ratio(abandoned, offered - short),
-        "aht_s": _mean_s(g.get("aht_ms", 0), g.get("aht_n", 0)),
-        "avg_talk_s": _mean_s(g.get("talk_ms", 0), g.get("talk_n", 0)),
-        "avg_hold_s": _mean_s(g.get("hold_ms", 0), g.get("hold_n", 0)),
-        "avg_acw_s": _mean_s(g.get("acw_ms", 0), g.get("acw_n", 0)),
-        "transfer_rate": _ratio(g.get("transferred", 0), answered),
-        "fcr_rate": _ratio(g.get("fcr_resolved", 0), g.get("fcr_decided", 0)),
-        "csat": _ratio(g.get("csat_good", 0), csat_n),
-        "csat_avg": g.get("csat_sum", 0) / csat_n if csat_n else None,
-    }
-
-
-# Sums per (queue, interval) over the facts that entered in the pieces ($1 lo, $2 hi). $3 interval boundaries,
-# $4 SL threshold of the request (NULL: the queue's, else 20), $5 short-abandon threshold, $6 queues (NULL: all),
-# $7 FCR window (s), $8 now, $9 queues to leave out.
+# One statement per report: the sums of each source per (queue, interval), added up, and the figures.
+#
+# Sources (UNION ALL, each row the same integer sums; times in integer milliseconds, as float8, which holds such
+# sums exactly, so they add up to the same in any order):
+# - raw: the facts in the raw pieces ($1 lo, $2 hi) of the queues asked for ($6, NULL: all), and the facts in the
+#   rollup pieces ($12, $13) of the queues whose SL threshold the rollups cannot answer ($9);
+# - roll: the rollup rows of the rollup pieces ($10 span, $11 origin, $12 lo, $13 hi), those queues left out;
+# - delta: FCR calls in rollup rows that are repeated only by calls entered at or after rolled_until ($14), which
+#   the rows' fcr_rep does not count (reporting/rollups.py): decided now if their window is still open (the row
+#   counted them undecided), not resolved if it has elapsed (the row counted them resolved).
+# $3 interval boundaries (an array literal: one string instead of 35 000 timestamps for a year at 15m; parsed once,
+# in the materialized CTE: the cast is only stable, and would otherwise be evaluated per row); interval number
+# `slot` = width_bucket, NULL on the rows of the whole range (GROUPING SETS). $4 the request's SL threshold (NULL:
+# the queue's, else 20; rollup rows: `answered_within`, with the configured queues' thresholds in $15/$16), $5
+# short-abandon threshold, $7 FCR window (s), $8 now.
 #
 # Short abandons are re-derived from wait_s with the request's threshold (the stored outcome when wait_s is
 # unknown), so the projector's 5 s default is not baked into the report.
 # FCR: a repeat is another queue call of the same caller_number that entered in (ended_at, ended_at + window],
 # in any queue on any node, of another linkedid (the same call moving on to a second queue, e.g. transferred
 # by the agent, is not a new contact). A call counts once decided: it has a repeat, or its window has elapsed.
-# Times are summed in integer milliseconds, like the rollups (reporting/rollups.py), so both give equal sums.
-_QUEUE_SQL = """
-WITH base AS (
-    SELECT c.queue, width_bucket(c.entered_at, $3::timestamptz[]) AS slot, c.linkedid, c.caller_number,
-           c.outcome, c.wait_s, c.talk_s, c.hold_s, c.acw_s, c.transferred, c.csat, c.ended_at,
-           COALESCE($4::float8, q.sl_threshold_s::float8, 20) AS threshold,
-           c.outcome = 'answered' AS ans,
-           c.outcome IN ('abandoned', 'short_abandoned') AS left_queue,
-           COALESCE(c.wait_s < $5::float8, c.outcome = 'short_abandoned') AS short_wait,
-           (c.outcome = 'answered' AND c.caller_number <> '' AND c.ended_at IS NOT NULL) AS fcr_call
-    FROM unnest($1::timestamptz[], $2::timestamptz[]) AS g(lo, hi)
-    CROSS JOIN LATERAL (  -- one index range scan per piece (OFFSET 0: not flattened into a join)
-        SELECT * FROM queue_calls c WHERE c.entered_at >= g.lo AND c.entered_at < g.hi
-          AND ($6::text[] IS NULL OR c.queue = ANY($6::text[])) AND NOT (c.queue = ANY($9::text[])) OFFSET 0) c
-    LEFT JOIN queues q ON q.name = c.queue
-), f AS (
-    SELECT base.*, left_queue AND short_wait AS is_short, left_queue AND NOT short_wait AS is_abandoned,
+# Figures are computed here with the arithmetic Python would use (float8 division, round() ties to even):
+# means rounded to the millisecond as round(ms / n) / 1000.
+_RAW_PART = """
+SELECT queue, width_bucket(entered_at, (SELECT bounds FROM b)) AS slot,
+       count(*)::int AS offered, count(*) FILTER (WHERE ans)::int AS answered,
+       count(*) FILTER (WHERE is_abandoned)::int AS abandoned, count(*) FILTER (WHERE is_short)::int AS short_abandoned,
+       count(*) FILTER (WHERE outcome IN ('timeout', 'exit_empty'))::int AS timeout,
+       count(*) FILTER (WHERE ans AND transferred)::int AS transferred,
+       COALESCE(sum(round(wait_s * 1000)) FILTER (WHERE ans), 0) AS wait_ms,
+       count(wait_s) FILTER (WHERE ans)::int AS wait_n,
+       COALESCE(sum(round(talk_s * 1000)) FILTER (WHERE ans), 0) AS talk_ms,
+       count(talk_s) FILTER (WHERE ans)::int AS talk_n,
+       COALESCE(sum(round(hold_s * 1000)) FILTER (WHERE ans), 0) AS hold_ms,
+       count(hold_s) FILTER (WHERE ans)::int AS hold_n,
+       COALESCE(sum(round(acw_s * 1000)) FILTER (WHERE ans), 0) AS acw_ms,
+       count(acw_s) FILTER (WHERE ans)::int AS acw_n,
+       COALESCE(sum(round(talk_s * 1000) + round(hold_s * 1000) + round(acw_s * 1000)) FILTER (WHERE ans), 0)
+           AS aht_ms,
+       count(talk_s + hold_s + acw_s) FILTER (WHERE ans)::int AS aht_n,
+       max(wait_s) AS max_wait_s,
+       COALESCE(sum(round(wait_s * 1000)) FILTER (WHERE is_abandoned), 0) AS abandon_wait_ms,
+       count(wait_s) FILTER (WHERE is_abandoned)::int AS abandon_wait_n,
+       count(*) FILTER (WHERE ans AND wait_s <= threshold)::int AS in_sl,
+       count(csat)::int AS csat_n, count(*) FILTER (WHERE csat >= 4)::int AS csat_good,
+       COALESCE(sum(csat), 0)::int AS csat_sum,
+       count(*) FILTER (WHERE fcr_call AND (repeated OR ended_at + make_interval(secs => $7) <= $8))::int
+           AS fcr_decided,
+       count(*) FILTER (WHERE fcr_call AND NOT repeated AND ended_at + make_interval(secs => $7) <= $8)::int
+           AS fcr_resolved
+FROM (
+    SELECT f.*, left_queue AND short_wait AS is_short, left_queue AND NOT short_wait AS is_abandoned,
            CASE WHEN fcr_call THEN EXISTS (
                SELECT 1 FROM queue_calls r
-               WHERE r.caller_number = base.caller_number AND r.caller_number <> ''
-                 AND r.entered_at > base.ended_at AND r.entered_at <= base.ended_at + make_interval(secs => $7)
-                 AND r.linkedid <> base.linkedid) ELSE false END AS repeated
-    FROM base
-)
-SELECT queue, slot,
-       count(*) AS offered, count(*) FILTER (WHERE ans) AS answered,
-       count(*) FILTER (WHERE is_abandoned) AS abandoned, count(*) FILTER (WHERE is_short) AS short_abandoned,
-       count(*) FILTER (WHERE outcome IN ('timeout', 'exit_empty')) AS timeout,
-       count(*) FILTER (WHERE ans AND transferred) AS transferred,
-       COALESCE(sum(round(wait_s * 1000)::bigint) FILTER (WHERE ans), 0)::bigint AS wait_ms,
-       count(wait_s) FILTER (WHERE ans) AS wait_n,
-       COALESCE(sum(round(talk_s * 1000)::bigint) FILTER (WHERE ans), 0)::bigint AS talk_ms,
-       count(talk_s) FILTER (WHERE ans) AS talk_n,
-       COALESCE(sum(round(hold_s * 1000)::bigint) FILTER (WHERE ans), 0)::bigint AS hold_ms,
-       count(hold_s) FILTER (WHERE ans) AS hold_n,
-       COALESCE(sum(round(acw_s * 1000)::bigint) FILTER (WHERE ans), 0)::bigint AS acw_ms,
-       count(acw_s) FILTER (WHERE ans) AS acw_n,
-       COALESCE(sum(round(talk_s * 1000)::bigint + round(hold_s * 1000)::bigint + round(acw_s * 1000)::bigint)
-                FILTER (WHERE ans), 0)::bigint AS aht_ms,
-       count(talk_s + hold_s + acw_s) FILTER (WHERE ans) AS aht_n,
-       max(wait_s) AS max_wait_s,
-       COALESCE(sum(round(wait_s * 1000)::bigint) FILTER (WHERE is_abandoned), 0)::bigint AS abandon_wait_ms,
-       count(wait_s) FILTER (WHERE is_abandoned) AS abandon_wait_n,
-       count(*) FILTER (WHERE ans AND wait_s <= threshold) AS in_sl,
-       count(csat) AS csat_n, count(*) FILTER (WHERE csat >= 4) AS csat_good,
-       COALESCE(sum(csat), 0)::bigint AS csat_sum,
-       count(*) FILTER (WHERE fcr_call AND (repeated OR ended_at + make_interval(secs => $7) <= $8)) AS fcr_decided,
-       count(*) FILTER (WHERE fcr_call AND NOT repeated AND ended_at + make_interval(secs => $7) <= $8)
-           AS fcr_resolved
-FROM f
-GROUP BY queue, slot
+               WHERE r.caller_number = f.caller_number AND r.caller_number <> ''
+                 AND r.entered_at > f.ended_at AND r.entered_at <= f.ended_at + make_interval(secs => $7)
+                 AND r.linkedid <> f.linkedid) ELSE false END AS repeated
+    FROM (
+        SELECT c.queue, c.entered_at, c.linkedid, c.caller_number, c.outcome, c.wait_s, c.talk_s, c.hold_s,
+               c.acw_s, c.transferred, c.csat, c.ended_at,
+               COALESCE($4::float8, q.sl_threshold_s::float8, 20) AS threshold,
+               c.outcome = 'answered' AS ans,
+               c.outcome IN ('abandoned', 'short_abandoned') AS left_queue,
+               COALESCE(c.wait_s < $5::float8, c.outcome = 'short_abandoned') AS short_wait,
+               (c.outcome = 'answered' AND c.caller_number <> '' AND c.ended_at IS NOT NULL) AS fcr_call
+        FROM unnest({lo}::timestamptz[], {hi}::timestamptz[]) AS g(lo, hi)
+        CROSS JOIN LATERAL (  -- one index range scan per piece (OFFSET 0: not flattened into a join)
+            SELECT * FROM queue_calls c WHERE c.entered_at >= g.lo AND c.entered_at < g.hi AND {queues} OFFSET 0) c
+        LEFT JOIN queues q ON q.name = c.queue
+    ) f
+    OFFSET 0  -- `repeated` is used twice: probed once per call
+) f
+GROUP BY 1, 2
+"""
+
+_ROLL_PART = """
+SELECT r.queue, width_bucket(r.bucket, (SELECT bounds FROM b)) AS slot, r.offered, r.answered, r.abandoned,
+       r.short_abandoned, r.timeout, r.transferred, r.wait_ms, r.wait_n, r.talk_ms, r.talk_n, r.hold_ms, r.hold_n,
+       r.acw_ms, r.acw_n, r.aht_ms, r.aht_n, r.max_wait_s, r.abandon_wait_ms, r.abandon_wait_n,
+       r.answered_within[COALESCE($4::float8::int, ($16::int[])[array_position($15::text[], r.queue)], 20) + 1]
+           AS in_sl,
+       r.csat_n, r.csat_good, r.csat_sum,
+       CASE WHEN r.fcr_ended_max <= $8::timestamptz - interval '604800 seconds' THEN r.fcr_n ELSE r.fcr_rep END
+           AS fcr_decided,
+       CASE WHEN r.fcr_ended_max <= $8::timestamptz - interval '604800 seconds' THEN r.fcr_n - r.fcr_rep
+            ELSE 0 END AS fcr_resolved
+FROM unnest($10::int[], $11::int[], $12::timestamptz[], $13::timestamptz[]) AS g(span_s, origin_s, lo, hi)
+{roll_queues}CROSS JOIN LATERAL (  -- one index range scan per piece (and queue asked for)
+    SELECT * FROM queue_rollups r
+    WHERE r.span_s = g.span_s AND r.origin_s = g.origin_s AND r.bucket >= g.lo AND r.bucket < g.hi
+      AND {roll_filter} AND NOT (r.queue = ANY($9::text[])) OFFSET 0) r
+"""
+
+_DELTA_PART = """
+SELECT c.queue, width_bucket(c.entered_at, (SELECT bounds FROM b)) AS slot, 0, 0, 0, 0, 0, 0, 0::float8, 0,
+       0::float8, 0, 0::float8, 0, 0::float8, 0, 0::float8, 0, NULL::float8, 0::float8, 0, 0, 0, 0, 0,
+       (c.ended_at + interval '604800 seconds' > $8)::int AS fcr_decided,
+       -(c.ended_at + interval '604800 seconds' <= $8)::int AS fcr_resolved
+FROM (
+    -- repeated before rolled_until: probed per call (an expression, never a hash anti-join over all the facts)
+    SELECT c.*, EXISTS (
+        SELECT 1 FROM queue_calls r
+        WHERE r.caller_number = c.caller_number AND r.caller_number <> '' AND r.entered_at > c.ended_at
+          AND r.entered_at <= c.ended_at + interval '604800 seconds' AND r.entered_at < $14
+          AND r.linkedid <> c.linkedid) AS repeated_before
+    FROM (
+        SELECT DISTINCT c.node, c.uniqueid, c.queue, c.entered_at, c.ended_at, c.caller_number, c.linkedid
+        FROM queue_calls t
+        JOIN queue_calls c ON c.caller_number = t.caller_number AND c.caller_number <> ''
+             AND c.outcome = 'answered' AND c.ended_at < t.entered_at
+             AND c.ended_at >= t.entered_at - interval '604800 seconds'
+             AND t.linkedid <> c.linkedid  -- (index queue_calls_caller_ended)
+        WHERE t.entered_at >= $14 AND t.caller_number <> '' AND c.entered_at < $14
+          AND ($6::text[] IS NULL OR c.queue = ANY($6::text[])) AND NOT (c.queue = ANY($9::text[]))
+    ) c
+    OFFSET 0
+) c
+JOIN unnest($12::timestamptz[], $13::timestamptz[]) AS g(lo, hi) ON c.entered_at >= g.lo AND c.entered_at < g.hi
+WHERE NOT c.repeated_before
+"""
+
+_REPORT_SQL = """
+WITH b AS MATERIALIZED (SELECT $3::text::timestamptz[] AS bounds)
+SELECT queue, slot, offered, answered, abandoned, short_abandoned, timeout,
+       CASE WHEN wait_n > 0 THEN round(wait_ms / wait_n) / 1000 END AS asa_s,
+       round(max_wait_s * 1000) / 1000 AS max_wait_s,
+       CASE WHEN abandon_wait_n > 0 THEN round(abandon_wait_ms / abandon_wait_n) / 1000 END AS avg_abandon_wait_s,
+       CASE WHEN offered <> short_abandoned THEN in_sl::float8 / (offered - short_abandoned) END AS service_level,
+       CASE WHEN offered <> short_abandoned THEN abandoned::float8 / (offered - short_abandoned) END AS abandon_rate,
+       CASE WHEN aht_n > 0 THEN round(aht_ms / aht_n) / 1000 END AS aht_s,
+       CASE WHEN talk_n > 0 THEN round(talk_ms / talk_n) / 1000 END AS avg_talk_s,
+       CASE WHEN hold_n > 0 THEN round(hold_ms / hold_n) / 1000 END AS avg_hold_s,
+       CASE WHEN acw_n > 0 THEN round(acw_ms / acw_n) / 1000 END AS avg_acw_s,
+       CASE WHEN answered > 0 THEN transferred::float8 / answered END AS transfer_rate,
+       CASE WHEN fcr_decided <> 0 THEN fcr_resolved::float8 / fcr_decided END AS fcr_rate,
+       CASE WHEN csat_n > 0 THEN csat_good::float8 / csat_n END AS csat,
+       CASE WHEN csat_n > 0 THEN csat_sum::float8 / csat_n END AS csat_avg
+FROM (
+    SELECT queue, slot, sum(offered) AS offered, sum(answered) AS answered, sum(abandoned) AS abandoned,
+           sum(short_abandoned) AS short_abandoned, sum(timeout) AS timeout, sum(transferred) AS transferred,
+           sum(wait_ms) AS wait_ms, sum(wait_n) AS wait_n, sum(talk_ms) AS talk_ms, sum(talk_n) AS talk_n,
+           sum(hold_ms) AS hold_ms, sum(hold_n) AS hold_n, sum(acw_ms) AS acw_ms, sum(acw_n) AS acw_n,
+           sum(aht_ms) AS aht_ms, sum(aht_n) AS aht_n, max(max_wait_s) AS max_wait_s,
+           sum(abandon_wait_ms) AS abandon_wait_ms, sum(abandon_wait_n) AS abandon_wait_n, sum(in_sl) AS in_sl,
+           sum(csat_n) AS csat_n, sum(csat_good) AS csat_good, sum(csat_sum) AS csat_sum,
+           sum(fcr_decided) AS fcr_decided, sum(fcr_resolved) AS fcr_resolved
+    FROM ({raw_main}
+          UNION ALL {raw_odd}
+          UNION ALL {roll}
+          UNION ALL {delta}) parts (queue, slot, offered, answered, abandoned, short_abandoned, timeout, transferred,
+                                   wait_ms, wait_n, talk_ms, talk_n, hold_ms, hold_n, acw_ms, acw_n, aht_ms, aht_n,
+                                   max_wait_s, abandon_wait_ms, abandon_wait_n, in_sl, csat_n, csat_good, csat_sum,
+                                   fcr_decided, fcr_resolved)
+    GROUP BY GROUPING SETS ((queue, slot), (queue))
+) s
 """
 
 
+def _report_sql(by_queue: bool) -> str:
+    """`_REPORT_SQL` for all queues, or for the queues in $6 (rollup rows then read through the (level, queue,
+    bucket) index, one scan per queue and piece; the primary key serves a time range of every queue)."""
+    return _REPORT_SQL.format(
+        raw_main=_RAW_PART.format(lo="$1", hi="$2", queues="($6::text[] IS NULL OR c.queue = ANY($6::text[]))"),
+        raw_odd=_RAW_PART.format(lo="$12", hi="$13", queues="c.queue = ANY($9::text[])"),
+        roll=_ROLL_PART.format(roll_queues="CROSS JOIN unnest($6::text[]) AS w(wanted)\n" if by_queue else "",
+                               roll_filter="r.queue = w.wanted" if by_queue else "$6::text[] IS NULL"),
+        delta=_DELTA_PART)
+
+
+_REPORT_SQL_ALL, _REPORT_SQL_BY_QUEUE = _report_sql(False), _report_sql(True)
+
+
 def _iso(dt: datetime, zone: ZoneInfo) -> str:
+    """An instant as ISO 8601 in the report's zone (PostgreSQL reads it back as the same instant)."""
     return dt.astimezone(zone).isoformat()
 
 
@@ -234,9 +300,9 @@ async def queue_report(pool: asyncpg.Pool, *, since: datetime, until: datetime, 
     `aht_s` is the mean of talk + hold + ACW over the answered calls whose three parts are all known (a call
     still in after-call work has no `acw_s` yet and is left out until it is final); `avg_talk_s`,
     `avg_hold_s` and `avg_acw_s` are each the mean over the answered calls where that part is known, so while
-    calls are in progress they need not add up to `aht_s`.
+    calls are in progress they need not add up to `aht_s`. Means are rounded to the millisecond (ties to even).
 
-    Rollups (reporting/rollups.py) answer the whole buckets before their `rolled_until`, raw facts the rest; the
+    Rollups (reporting/rollups.py) answer the whole blocks before their `rolled_until`, raw facts the rest; the
     figures are the same either way (`use_rollups=False` reads only raw facts). Read from raw facts over the
     whole range: every queue when `short_abandon_s` is not 5 s, `fcr_window_s` not 604800 s or the request's
     `sl_threshold_s` not an integer from 0 to 120 s; a queue whose own SL threshold is above 120 s (when the
@@ -245,14 +311,9 @@ async def queue_report(pool: asyncpg.Pool, *, since: datetime, until: datetime, 
     """
     zone = ZoneInfo(tz)
     bounds = interval_bounds(since, until, interval, tz)
+    labels = [_iso(b, zone) for b in bounds]
     now_dt = now if now is not None else datetime.fromtimestamp(time.time(), UTC)
     wanted = sorted(set(queues)) if queues is not None else None
-    sums: dict[tuple[str, int], Sums] = {}
-
-    def add(rows: Sequence[Any]) -> None:
-        for r in rows:
-            _merge(sums.setdefault((r["queue"], r["slot"]), {}), r)
-
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         # plans for the actual pieces and queue filter (a generic plan cannot use the queue index or row counts)
         await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
@@ -262,43 +323,42 @@ async def queue_report(pool: asyncpg.Pool, *, since: datetime, until: datetime, 
         if use_rollups and short_abandon_s == rollups.SHORT_ABANDON_S and fcr_window_s == rollups.FCR_WINDOW_S and (
                 sl_threshold_s is None or rollups.rollup_threshold(sl_threshold_s) is not None):
             plan = await rollups.load_plan(conn, bounds, now_dt)
-        raw_args = (bounds, sl_threshold_s, short_abandon_s, wanted, float(fcr_window_s), now_dt)
-        if plan is None:
-            add(await conn.fetch(_QUEUE_SQL, [bounds[0]], [bounds[-1]], *raw_args, []))
-        else:
+        raw, rolled, odd, rolled_until = [(bounds[0], bounds[-1])], [], [], None
+        if plan is not None:
+            # small scans and lookups: starting parallel workers would cost more (~10 ms) than they save
+            await conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+            raw, rolled, rolled_until = plan.raw, plan.rolled(), plan.rolled_until
             # queues whose own threshold the rollups cannot answer: raw over the whole range
             odd = sorted(q for q, t in thresholds.items() if sl_threshold_s is None and
                          rollups.rollup_threshold(t) is None and (wanted is None or q in wanted))
-            if plan.raw:
-                add(await conn.fetch(_QUEUE_SQL, [a for a, _ in plan.raw], [b for _, b in plan.raw], *raw_args, []))
-            rolled = plan.rolled()
-            if rolled:
-                sl = int(sl_threshold_s) if sl_threshold_s is not None else None
-                add(await conn.fetch(rollups.ROLLUP_SQL, [s for s, _, _ in rolled], [a for _, a, _ in rolled],
-                                     [b for _, _, b in rolled], bounds, sl, wanted, odd, now_dt))
-                for r in await conn.fetch(rollups.FCR_DELTA_SQL, [a for _, a, _ in rolled],
-                                          [b for _, _, b in rolled], plan.rolled_until, bounds, wanted, odd, now_dt):
-                    g = sums.setdefault((r["queue"], r["slot"]), {})
-                    g["fcr_decided"] = g.get("fcr_decided", 0) + r["decided_add"]
-                    g["fcr_resolved"] = g.get("fcr_resolved", 0) - r["resolved_sub"]
-                if odd:
-                    add(await conn.fetch(_QUEUE_SQL, [a for _, a, _ in rolled], [b for _, _, b in rolled],
-                                         bounds, sl_threshold_s, short_abandon_s, odd, float(fcr_window_s), now_dt, []))
-    names = wanted if wanted is not None else sorted(set(thresholds) | {q for q, _ in sums})
-    per_queue: dict[str, dict[int, Sums]] = {}
-    for (q, slot), g in sums.items():
-        per_queue.setdefault(q, {})[slot] = g
-    starts = [_iso(b, zone) for b in bounds]
+        rows = await conn.fetch(
+            _REPORT_SQL_ALL if wanted is None else _REPORT_SQL_BY_QUEUE,
+            [a for a, _ in raw], [b for _, b in raw], "{" + ",".join(labels) + "}", sl_threshold_s, short_abandon_s,
+            wanted, float(fcr_window_s), now_dt, odd, [p[0] for p in rolled], [p[1] for p in rolled],
+            [p[2] for p in rolled], [p[3] for p in rolled], rolled_until, list(thresholds),
+            list(thresholds.values()))
+    names = wanted if wanted is not None else sorted(set(thresholds) | {r[0] for r in rows})
+    per_queue: dict[str, dict[int | None, Any]] = {}
+    for r in rows:
+        per_queue.setdefault(r[0], {})[r[1]] = r
     out = []
-    empty = _queue_figures({})
-    for name in names:
-        slots = per_queue.get(name, {})
-        total: Sums = {}
-        for g in slots.values():
-            _merge(total, {"max_wait_s": None, **{k: 0 for k in _SUM_FIELDS}, **g})
-        intervals = [{"start": starts[i], "end": starts[i + 1],
-                      **(_queue_figures(slots[i + 1]) if i + 1 in slots else empty)} for i in range(len(bounds) - 1)]
-        out.append({"queue": name, "total": _queue_figures(total), "intervals": intervals})
+    keys = ("start", "end", *QUEUE_FIELDS)
+    empty = tuple(_EMPTY.values())
+    collecting = gc.isenabled()
+    gc.disable()  # tens of thousands of new dicts, none cyclic: no collection passes over the heap meanwhile
+    try:
+        for name in names:
+            slots = per_queue.get(name, {})
+            intervals = []
+            for i, (a, b) in enumerate(itertools.pairwise(labels), 1):
+                row = slots.get(i)
+                intervals.append(dict(zip(keys, (a, b, *(empty if row is None else row[2:])), strict=True)))
+            total = slots.get(None)
+            out.append({"queue": name, "total": dict(zip(QUEUE_FIELDS, empty if total is None else total[2:],
+                                                          strict=True)), "intervals": intervals})
+    finally:
+        if collecting:
+            gc.enable()
     return out
 
 
