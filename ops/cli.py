@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ops import rootfs
 from ops.asterisk import host_asterisk_usable
-from ops.generate import build_config_data, write_config
+from ops.generate import build_config_data, upgrade_config, write_config
 from ops.stack import ManagedProcess, Stack
 from service.config import Config, load_config
 
@@ -47,6 +47,8 @@ def cmd_setup(args: argparse.Namespace) -> int:
         log.info("wrote %s (new secrets and ports)", path)
     else:
         log.info("kept existing %s", path)
+        for name in upgrade_config(path):
+            log.info("added %s to %s", name, path)
     cfg = load_config(path)
     if cfg.asterisk.mode == "docker":
         write_compose_env(cfg, path.parent / "compose.env")

@@ -90,7 +90,8 @@ def build_config_data(
         },
         "ami": {"host": "127.0.0.1", "port": free_port(), "user": "ccpbx-service", "secret": password()},
         "agi": {"host": "127.0.0.1", "port": free_port()},
-        "http": {"host": "127.0.0.1", "port": http_port or free_port(), "admin_token": secrets.token_urlsafe(32)},
+        "http": {"host": "127.0.0.1", "port": http_port or free_port(), "admin_token": secrets.token_urlsafe(32),
+                 "admin_password": password()},
         "sip": {
             "bind": sip_bind, "port": free_udp_tcp_port(), "public_host": "127.0.0.1",
             "rtp_start": rtp_start, "rtp_end": rtp_end,
@@ -145,6 +146,21 @@ def to_toml(data: dict[str, Any]) -> str:
                 lines.append(f"\n[[{k}]]")
                 lines.extend(f"{ik} = {_toml_value(iv)}" for ik, iv in item.items())
     return "\n".join(lines) + "\n"
+
+
+def upgrade_config(path: Path) -> list[str]:
+    """Add the secrets that newer code needs to an existing file (keeping every value it has); the names added."""
+    import tomllib
+
+    data = tomllib.loads(path.read_text())
+    added = []
+    http = data.setdefault("http", {})
+    if not http.get("admin_password"):
+        http["admin_password"] = password()
+        added.append("http.admin_password")
+    if added:
+        write_config(path, data, overwrite=True)
+    return added
 
 
 def write_config(path: Path, data: dict[str, Any], *, overwrite: bool = False) -> bool:

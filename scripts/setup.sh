@@ -46,6 +46,21 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   echo "$want" > "$stamp"
 fi
 
+# --- front-end libraries (Chart.js, Drawflow) from the npm registry, served by the service; no CDN at run time ---
+if ! command -v npm >/dev/null 2>&1; then
+  say "installing Node.js and npm (front-end libraries)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+ui_stamp=web/ui/node_modules/.ccpbx-lock
+ui_want=$(sha256sum web/ui/package-lock.json | cut -d' ' -f1)
+if [ "$(cat "$ui_stamp" 2>/dev/null)" != "$ui_want" ]; then
+  say "installing the web UI's front-end libraries (npm ci in web/ui)"
+  (cd web/ui && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$ui_want" > "$ui_stamp"
+fi
+
 # --- config, secrets, PBX root filesystem, DB cluster, rendered Asterisk config --------------------------
 say "preparing the stack (config, Asterisk root filesystem, PostgreSQL cluster)"
 .venv/bin/ccpbx-ctl setup "$@"

@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The browser tests (tests/ui) drive Debian's Chromium with Playwright (its own browser downloads are not used).
+if [ ! -x /usr/bin/chromium ]; then
+  echo; echo "==> installing Chromium for the browser tests"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+fi
 echo; echo "==> ruff"; .venv/bin/ruff check .
 echo; echo "==> mypy"; .venv/bin/mypy
 echo; echo "==> pytest"

@@ -62,6 +62,12 @@ class HttpConfig:
     host: str = "127.0.0.1"
     port: int = 58080
     admin_token: str = ""
+    #: The password of the web UI's bootstrap user `admin` (set on every start; empty: no such sign-in).
+    admin_password: str = ""
+    #: Mark the session cookie Secure (serve the UI behind TLS, e.g. a reverse proxy, and set this true).
+    secure_cookies: bool = False
+    #: Hours a web session lasts without activity (one shift by default).
+    session_idle_h: float = 12.0
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import signal
 import time
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -48,6 +49,7 @@ from telephony.ami.events import AgentCalled, Hangup, QueueEntry, QueueMember
 from telephony.fastagi import FastAgiServer
 from web.app import create_app
 from web.feed import FeedHub
+from web.sessions import SessionStore
 
 log = logging.getLogger("service")
 
@@ -131,6 +133,9 @@ class Service:
             pci_max_pause_s=rec.pci_max_pause_s, purge_interval_s=rec.purge_interval_s,
             on_pci_pause=self.supervision.on_pci_pause)
         await self.recordings.start()
+        self.sessions = SessionStore(self.pool, idle=timedelta(hours=cfg.http.session_idle_h))
+        await self.sessions.ensure_bootstrap_admin(cfg.http.admin_password)
+        self._session_purge = asyncio.create_task(self._purge_sessions(), name="web-session-purge")
         await self.agi.start()
         self._consumer = asyncio.create_task(self._consume(), name="ami-consumer")
         await self.ami.start()
@@ -140,17 +145,30 @@ class Service:
                          flows=(self.flow_store, self._flow_context),
                          prompts=PromptStore(cfg.runtime_path.resolve() / "asterisk" / "spool" / "prompts"),
                          recordings=self.recordings, supervision=self.supervision,
-                         agents_play_own=rec.agents_play_own, node=cfg.node, board=self.board)
+                         agents_play_own=rec.agents_play_own, node=cfg.node, board=self.board,
+                         sessions=self.sessions, secure_cookies=cfg.http.secure_cookies)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, cfg.http.host, cfg.http.port).start()
         log.info("service up: http://%s:%d  FastAGI %s:%d  AMI %s:%d", cfg.http.host, cfg.http.port,
                  cfg.agi.host, cfg.agi.port, cfg.ami.host, cfg.ami.port)
 
+    async def _purge_sessions(self) -> None:
+        """Expired web sessions and old sign-in failures go hourly (a lookup refuses them anyway)."""
+        while True:
+            try:
+                await self.sessions.purge_expired()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("web session purge failed (retried in an hour): %s", exc)
+            await asyncio.sleep(3600)
+
     async def stop(self) -> None:
         if self.runner:
             await self.runner.cleanup()
         await self.ami.stop()
+        purge = getattr(self, "_session_purge", None)
+        if purge is not None:
+            purge.cancel()
         if self._consumer:
             self._consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

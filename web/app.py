@@ -25,6 +25,7 @@ from reporting.live import LiveState
 from reporting.realtime import RealtimeBoard
 from web.api_agents import K_AGENTS, add_agent_routes
 from web.api_config import add_config_routes
+from web.api_desktop import add_desktop_routes
 from web.api_flows import ContextFactory, add_flow_routes
 from web.api_prompts import add_prompt_routes
 from web.api_recordings import add_recording_routes
@@ -34,6 +35,8 @@ from web.auth import bearer_auth, guard
 from web.errors import error, json_errors
 from web.feed import FeedHub
 from web.openapi import build as build_openapi
+from web.pages import add_page_routes
+from web.sessions import SessionStore
 
 MAX_BODY = 64 * 1024
 
@@ -146,10 +149,11 @@ def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMember
                flows: tuple[FlowStore, ContextFactory] | None = None,
                prompts: PromptStore | None = None, recordings: RecordingService | None = None,
                supervision: SupervisionService | None = None, agents_play_own: bool = False,
-               board: RealtimeBoard | None = None,
-               node: str = "pbx1") -> web.Application:
+               board: RealtimeBoard | None = None, sessions: SessionStore | None = None,
+               secure_cookies: bool = False, node: str = "pbx1") -> web.Application:
     lookup = config_store.user_for_token if config_store else None
-    app = web.Application(middlewares=[json_errors, bearer_auth(admin_token, lookup)], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[json_errors, bearer_auth(admin_token, lookup, sessions)],
+                          client_max_size=MAX_BODY)
     app[K_HEALTH] = health
     app[K_MEMBERSHIP] = membership
     app[K_LIVE] = live_state
@@ -168,6 +172,7 @@ def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMember
         add_config_routes(app, config_store)
     if agents is not None:
         add_agent_routes(app, agents)
+        add_desktop_routes(app, pool, live_state)
     if flows is not None:
         add_flow_routes(app, *flows)
     if prompts is not None:
@@ -179,6 +184,8 @@ def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMember
         add_recording_routes(app, recordings, agents_play_own=agents_play_own, caller_of=caller_of)
     if supervision is not None and agents is not None:
         add_supervision_routes(app, supervision)
+    if sessions is not None:
+        add_page_routes(app, sessions, secure_cookies=secure_cookies)
     if feed is not None:
         app.router.add_get("/api/v1/feed", guard(feed.handle, "agent", "supervisor", "admin"))
     return app

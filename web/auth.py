@@ -1,7 +1,10 @@
-"""Who is calling: bearer tokens mapped to a principal with a role (agent, supervisor, admin).
+"""Who is calling: bearer tokens or a browser's session cookie mapped to a principal with a role.
 
 The bootstrap admin token comes from the configuration file; every other token belongs to an API user stored
-in PostgreSQL (only its SHA-256). Role checks happen server-side on every route (`guard`).
+in PostgreSQL (only its SHA-256). A browser signed in at /login sends its session cookie instead
+(web/sessions.py); then every unsafe method (POST, PUT, PATCH, DELETE) must also carry the session's CSRF token
+in `X-CSRF-Token`, so another site cannot make a signed-in browser act. Role checks happen server-side on every
+route (`guard`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from web.sessions import COOKIE, Session, SessionStore
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TokenLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
 
@@ -23,6 +28,8 @@ PUBLIC_PATHS = frozenset({"/healthz", "/api/v1/openapi.json"})
 QUERY_TOKEN_PATHS = frozenset({"/api/v1/feed"})
 QUERY_TOKEN_PATTERN = re.compile(r"^/api/v1/recordings/[0-9a-f-]{36}/audio$")
 ROLES = ("agent", "supervisor", "admin")
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CSRF_HEADER = "X-CSRF-Token"
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,7 @@ class Principal:
 
 
 K_PRINCIPAL = web.RequestKey("principal", Principal)
+K_SESSION = web.RequestKey("session", Session)
 
 
 def _unauthorized() -> web.Response:
@@ -42,13 +50,27 @@ def _unauthorized() -> web.Response:
                              headers={"WWW-Authenticate": "Bearer"})
 
 
-def bearer_auth(admin_token: str, lookup: TokenLookup | None = None) -> Middleware:
-    """Middleware: every /api path but the public ones needs a valid `Authorization: Bearer <token>`."""
+def bearer_auth(admin_token: str, lookup: TokenLookup | None = None,
+                sessions: SessionStore | None = None) -> Middleware:
+    """Middleware: every /api path but the public ones needs a valid `Authorization: Bearer <token>` or a
+    signed-in browser's session cookie (with the CSRF header on unsafe methods)."""
     expected = admin_token.encode()
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in PUBLIC_PATHS or not request.path.startswith("/api/"):
+            return await handler(request)
+        if "Authorization" not in request.headers and sessions is not None and request.cookies.get(COOKIE):
+            session = await sessions.lookup(request.cookies[COOKIE])
+            if session is None:
+                return web.json_response({"error": "unauthorized", "message": "your session has ended: sign in again"},
+                                         status=401)
+            if request.method in UNSAFE_METHODS and not hmac.compare_digest(
+                    request.headers.get(CSRF_HEADER, "").encode(), session.csrf.encode()):
+                return web.json_response({"error": "csrf", "message": f"missing or wrong {CSRF_HEADER} header: "
+                                          "reload the page"}, status=403)
+            request[K_SESSION] = session
+            request[K_PRINCIPAL] = Principal(session.user, session.role, session.agent, session.team, session.phone)
             return await handler(request)
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         token = token.strip()

@@ -10,9 +10,9 @@ from typing import Any
 
 from sim.baresip import BaresipPhone
 from sim.tones import detect_tone
-from tests.live.conftest import AGENT_TONE, CALLER_TONE, LiveStack
 from tests.live.support import EventRecorder, eventually
 from tests.live.test_acd import api, phone_for
+from tests.live_stack import AGENT_TONE, CALLER_TONE, LiveStack
 
 SUP_TONE = 1900.0
 FRAME_S = 0.05  # detect_tone's frame

@@ -16,9 +16,9 @@ import pytest_asyncio
 from aiohttp import web
 
 from sim.baresip import BaresipPhone
-from tests.live.conftest import AGENT_TONE, LiveStack
 from tests.live.support import EventRecorder, eventually
 from tests.live.test_call_flow import start_caller
+from tests.live_stack import AGENT_TONE, LiveStack
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio]
 

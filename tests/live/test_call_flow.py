@@ -13,8 +13,8 @@ from reporting.ingest import to_stored
 from sim.baresip import BaresipPhone
 from sim.tones import detect_tone
 from telephony.ami import parse_event
-from tests.live.conftest import AGENT_TONE, CALLER_TONE, LiveStack
 from tests.live.support import EventRecorder, eventually
+from tests.live_stack import AGENT_TONE, CALLER_TONE, LiveStack
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio]
 

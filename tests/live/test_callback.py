@@ -13,9 +13,9 @@ import pytest
 from sim.baresip import BaresipPhone
 from sim.tones import detect_tone
 from telephony.ami import AmiEvent
-from tests.live.conftest import AGENT_TONE, CALLER_TONE, LiveStack
 from tests.live.support import EventRecorder, eventually
 from tests.live.test_acd import acd, api, phone_for  # noqa: F401  (acd: the fixture, used by name)
+from tests.live_stack import AGENT_TONE, CALLER_TONE, LiveStack
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio]
 

@@ -19,11 +19,11 @@ from ops.generate import free_port
 from sim.baresip import BaresipPhone
 from sim.tones import detect_tone
 from telephony.ami import AmiEvent
-from tests.live.conftest import LiveStack
 from tests.live.support import EventRecorder, eventually
 from tests.live.test_acd import acd, api, phone_for  # noqa: F401  (acd is a fixture)
 from tests.live.test_call_flow import start_caller
 from tests.live.test_callback import carrier_gateway, trunk_caller
+from tests.live_stack import LiveStack
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio]
 

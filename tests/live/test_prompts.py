@@ -17,10 +17,10 @@ import pytest
 
 from sim.baresip import BaresipPhone
 from sim.tones import detect_tone, synth_samples
-from tests.live.conftest import LiveStack
 from tests.live.support import EventRecorder
 from tests.live.test_acd import acd, api, phone_for  # noqa: F401  (acd is a fixture)
 from tests.live.test_call_flow import start_caller
+from tests.live_stack import LiveStack
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio]
 PROMPT_TONE = 1000.0

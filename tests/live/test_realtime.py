@@ -25,8 +25,8 @@ import pytest_asyncio
 from acd.seed import seed_from_config
 from sim.baresip import BaresipError, BaresipPhone
 from telephony.ami import AmiActionError, AmiEvent
-from tests.live.conftest import AGENT_TONE, CALLER_TONE, LiveStack
 from tests.live.support import EventRecorder, eventually
+from tests.live_stack import AGENT_TONE, CALLER_TONE, LiveStack
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio]
 

@@ -18,10 +18,10 @@ import pytest_asyncio
 
 from sim.baresip import BaresipPhone
 from sim.tones import read_wav, rms
-from tests.live.conftest import AGENT_TONE, CALLER_TONE, LiveStack
 from tests.live.scene import Scene, drop_scene, make_scene, start_trunk_caller, tone_seconds
 from tests.live.support import EventRecorder, eventually
 from tests.live.test_acd import acd, api  # noqa: F401  (acd: a fixture, used by name)
+from tests.live_stack import AGENT_TONE, CALLER_TONE, LiveStack
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio]
 

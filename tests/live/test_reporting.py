@@ -19,10 +19,10 @@ import pytest
 
 from reporting.projection import load_events, load_extras
 from sim.baresip import BaresipPhone
-from tests.live.conftest import LiveStack
 from tests.live.scene import start_trunk_caller
 from tests.live.support import EventRecorder, eventually
 from tests.live.test_acd import acd, api, phone_for  # noqa: F401  (acd: a fixture, used by name)
+from tests.live_stack import LiveStack
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio]
 

@@ -8,9 +8,9 @@ import asyncpg
 import pytest
 
 from sim.baresip import BaresipPhone
-from tests.live.conftest import LiveStack
 from tests.live.support import EventRecorder, eventually
 from tests.live.test_call_flow import login, start_agent, start_caller
+from tests.live_stack import LiveStack
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio]
 

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from telephony.ami import AmiEvent
-from tests.live.conftest import LiveStack
 from tests.live.support import EventRecorder, eventually
 from tests.live.test_call_flow import login
+from tests.live_stack import LiveStack
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio]
 

@@ -13,10 +13,10 @@ import pytest
 import pytest_asyncio
 
 from sim.baresip import BaresipPhone
-from tests.live.conftest import AGENT_TONE, CALLER_TONE, LiveStack
 from tests.live.scene import SUP_TONE, Scene, drop_scene, make_scene, start_trunk_caller, tone_seconds
 from tests.live.support import EventRecorder, eventually
 from tests.live.test_acd import acd  # noqa: F401  (a fixture, used by name)
+from tests.live_stack import AGENT_TONE, CALLER_TONE, LiveStack
 
 pytestmark = [pytest.mark.live, pytest.mark.asyncio]
 

@@ -24,6 +24,7 @@ from reporting.migrate import migrate
 from web.app import create_app
 from web.feed import FeedHub
 from web.openapi import build as build_openapi
+from web.sessions import SessionStore
 
 ADMIN = "a" * 40
 COMMITTED_OPENAPI = json.loads((Path(__file__).resolve().parents[2] / "web" / "openapi.json").read_text())
@@ -48,7 +49,7 @@ async def api(pg_db: str, tmp_path: Path) -> AsyncIterator[TestClient]:  # type:
                      live_state=LiveState(), pool=pool, config_store=ConfigStore(pool), feed=FeedHub(),
                      agents=agents, flows=(FlowStore(pool), _flow_context(pool)),
                      prompts=PromptStore(tmp_path / "prompts"), recordings=recordings, supervision=supervision,
-                     node="n1")
+                     sessions=SessionStore(pool), node="n1")
     async with TestClient(TestServer(app)) as client:
         yield client
     await pool.close()
@@ -162,11 +163,13 @@ async def test_openapi_document_lists_every_route_and_the_committed_copy_is_fres
     api: TestClient,  # type: ignore[type-arg]
 ) -> None:
     doc = await (await api.get("/api/v1/openapi.json")).json()
+    # The API's routes: the web UI's pages and static files (web/pages.py) are not part of the REST API.
     routes = {(r.method.lower(), r.resource.canonical) for r in api.app.router.routes()  # type: ignore[union-attr]
-              if r.method != "HEAD"}
+              if r.method != "HEAD" and r.resource.canonical.startswith(("/api/", "/healthz"))}
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert routes == documented
-    assert {("get", "/api/v1/recordings/{id}/audio"), ("patch", "/api/v1/supervision/{id}")} <= routes
+    assert {("get", "/api/v1/recordings/{id}/audio"), ("patch", "/api/v1/supervision/{id}"),
+            ("get", "/api/v1/session"), ("get", "/api/v1/agents/{agent}/desktop")} <= routes
     assert COMMITTED_OPENAPI == build_openapi(), "web/openapi.json is stale: python -m web.openapi > web/openapi.json"
 
 
