@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ops.asterisk_config import TEMPLATE_DIR, PbxPaths, render
-from ops.generate import build_config_data, to_toml, write_config
+from ops.generate import build_config_data, to_toml, upgrade_config, write_config
 from service.config import ConfigError, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,3 +99,17 @@ def test_docker_compose_file_is_valid() -> None:
     proc = subprocess.run(["docker-compose", "-f", str(REPO / "docker-compose.yml"), "config", "-q"],
                           capture_output=True, text=True, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_setup_adds_a_missing_admin_password_and_keeps_every_other_value(tmp_path: Path) -> None:
+    path = tmp_path / "ccpbx.toml"
+    data = build_config_data(tmp_path)
+    del data["http"]["admin_password"]  # a file written before the web UI existed
+    write_config(path, data)
+    before = tomllib.loads(path.read_text())
+    assert upgrade_config(path) == ["http.admin_password"]
+    after = tomllib.loads(path.read_text())
+    assert len(after["http"].pop("admin_password")) >= 24
+    assert after == before and path.stat().st_mode & 0o777 == 0o600
+    assert upgrade_config(path) == []  # idempotent: a second setup changes nothing
+    assert load_config(path).http.admin_password
