@@ -141,6 +141,8 @@ def print_softphone(cfg: Config) -> None:
     print(f"  carrier trunk: user {cfg.sip.trunk.user}  password {cfg.sip.trunk.password}")
     print(f"                 dial {cfg.demo_inbound_number} -> IVR -> queue 'support' -> an agent")
     print(f"  REST API:      http://{cfg.http.host}:{cfg.http.port}/api/v1  (Bearer token in var/ccpbx.toml)")
+    print(f"  web UI:        http://{cfg.http.host}:{cfg.http.port}/  (user admin, password http.admin_password in "
+          "var/ccpbx.toml)")
 
 
 def cmd_softphone(args: argparse.Namespace) -> int:

@@ -6,3 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ccpbx-ctl up --demo
 .venv/bin/ccpbx-ctl status
+.venv/bin/ccpbx-ctl softphone | grep -A0 "web UI" || true
