@@ -118,6 +118,7 @@ async def test_agent_ready_call_pops_wallboard_updates_and_whisper_is_heard(
     await expect(row).to_have_attribute("data-state", "on_call", timeout=5000)
     seen_after = time.time() - connect.timestamp
     assert seen_after < 1.0, f"the wallboard showed the call {seen_after:.3f} s after AgentConnect"
+    print(f"wallboard: on_call seen {seen_after:.3f} s after AgentConnect (an upper bound: includes polling)")
     await expect(agent_page.locator("#call-caller")).to_have_text(CALLER)
     await expect(agent_page.locator("#call-queue")).to_have_text(scene.queue)
     await expect(agent_page.locator("#state")).to_contain_text("On call")
