@@ -4,7 +4,9 @@ Every query parameter is validated by a pydantic model (422 with `problems[]`, a
 models document the parameters in the OpenAPI document. JSON by default; `?format=csv` (or `Accept: text/csv`
 without a `format`) gives the same columns as CSV: for the queue and agent reports one row per (queue or
 agent, interval) followed by that queue's or agent's total row, whose `start` is `total` and `end` empty; for
-calls one row per fact. `paused_by_reason` is one CSV cell holding its JSON object.
+calls one row per fact; for IVR paths one row per (flow, node) followed by the flow's total row (`node_id`
+`total`: the flow's `hung_up`, `calls`, `contained`, `containment`, `to_queue`, `transferred`).
+`paused_by_reason` and a node's `outcomes` and `next` are one CSV cell each holding the JSON object.
 
 Every answer states `incomplete_ranges`: the ranges overlapping the request in which a node's AMI connection
 was down, so events (and the figures built on them) may be missing. The queue report and the call facts leave
@@ -64,6 +66,9 @@ NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 OUTCOMES = Literal["answered", "abandoned", "short_abandoned", "timeout", "exit_empty", "transferred_out",
                    "callback_requested"]
 AGENT_FIELDS = tuple(f.name for f in fields(AgentFigures))
+#: IVR CSV: one row per (flow, node), then the flow's total row (`node_id` = `total`) with the flow's figures.
+IVR_NODE_FIELDS = ("node_type", "entered", "steps", "outcomes", "next", "hung_up", "ended_here")
+IVR_FLOW_FIELDS = ("calls", "contained", "containment", "to_queue", "transferred")
 CALL_FIELDS = ("linkedid", "uniqueid", "queue", "caller_number", "entered_at", "outcome", "wait_s", "agent",
                "ring_s", "talk_s", "hold_s", "acw_s", "transferred", "disposition", "csat", "ended_at", "final")
 _HANDLING = CALL_STATES | {State.ACW}
@@ -137,6 +142,7 @@ class CallsIn(_Range):
 
 class IvrReportIn(_Range):
     flow: str | None = Field(default=None, pattern=NAME)
+    format: Format = None
 
 
 def _parse(request: web.Request, model: type[M]) -> M | web.Response:
@@ -285,9 +291,16 @@ async def ivr_report(request: web.Request) -> web.StreamResponse:
     if isinstance(q, web.Response):
         return q
     flows = await reports.ivr_paths(request.app[K_REPORT_POOL], q.since, q.until, q.flow)
-    zone = ZoneInfo("UTC")
+    gaps = await _gaps(request, q.since, q.until, ZoneInfo("UTC"), reconciled=True)
+    if _wants_csv(request, q.format):
+        rows: list[list[Any]] = []
+        for f in flows:
+            rows.extend([f["flow"], n["node_id"], *(n[c] for c in IVR_NODE_FIELDS), *([None] * len(IVR_FLOW_FIELDS))]
+                        for n in f["nodes"])
+            rows.append([f["flow"], "total", *([None] * 5), f["hung_up"], None, *(f[c] for c in IVR_FLOW_FIELDS)])
+        return _csv(["flow", "node_id", *IVR_NODE_FIELDS, *IVR_FLOW_FIELDS], rows, "ivr", gaps)
     return web.json_response({"from": q.since.isoformat(), "to": q.until.isoformat(), "flows": flows,
-                              "incomplete_ranges": await _gaps(request, q.since, q.until, zone, reconciled=True)})
+                              "incomplete_ranges": gaps})
 
 
 class RebuildIn(_Range):

@@ -30,6 +30,7 @@ from web.api_flows import ContextFactory, add_flow_routes
 from web.api_prompts import add_prompt_routes
 from web.api_recordings import add_recording_routes
 from web.api_reports import add_report_routes
+from web.api_sipinfo import add_sipinfo_routes
 from web.api_supervision import add_supervision_routes
 from web.auth import bearer_auth, guard
 from web.errors import error, json_errors
@@ -170,6 +171,7 @@ def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMember
     add_report_routes(app, pool, node)
     if config_store is not None:
         add_config_routes(app, config_store)
+        add_sipinfo_routes(app)
     if agents is not None:
         add_agent_routes(app, agents)
         add_desktop_routes(app, pool, live_state)

@@ -14,6 +14,7 @@ from ivr.flow_model import Flow
 from reporting.reports import QUEUE_FIELDS
 from web.api_recordings import ControlIn, ErasureIn, SearchIn
 from web.api_reports import AGENT_FIELDS, AgentReportIn, CallsIn, IvrReportIn, QueueReportIn, RebuildIn
+from web.api_sipinfo import openapi_paths as sipinfo_paths
 from web.api_supervision import ModeIn, SessionIn
 
 ERR = {"$ref": "#/components/schemas/Error"}
@@ -297,11 +298,16 @@ def build() -> dict[str, Any]:
     _recording_paths(paths, components)
     _supervision_paths(paths, components)
     _report_paths(paths, components)
+    _web_ui_paths(paths, components)
+    sipinfo_paths(paths)
     return {
         "openapi": "3.0.3",
         "info": {"title": "ccpbx service API", "version": "0.2.0",
                  "description": "REST API of the contact-center service. Every /api path except this document "
-                                "needs `Authorization: Bearer <token>`; the role each path needs is in its summary. "
+                                "needs `Authorization: Bearer <token>` or the web UI's session cookie (signed in "
+                                "at /login; then unsafe methods also need the `X-CSRF-Token` header with the "
+                                "session's token); the role each "
+                                "path needs is in its summary. "
                                 "Errors are JSON `{error, message, problems?}`."},
         "servers": [{"url": "/"}],
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -309,6 +315,36 @@ def build() -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": paths,
     }
+
+
+def _web_ui_paths(paths: dict[str, Any], components: dict[str, Any]) -> None:
+    """The session and password endpoints of the web UI, and the agent desktop's one read."""
+    obj: dict[str, Any] = {"type": "object"}
+    paths["/api/v1/session"] = {"get": {
+        "summary": "Who is signed in: user, role, agent, team, phone, the session's CSRF token (null with a bearer "
+                   "token) and the pages the role may open. Roles: agent, supervisor, admin",
+        "responses": {"200": _resp("the principal", obj), **COMMON}}}
+    pw = _json_body({"type": "object", "required": ["password"], "additionalProperties": False,
+                     "properties": {"password": {"type": "string", "minLength": 10, "maxLength": 256}}})
+    paths["/api/v1/users/{name}/password"] = {"put": {
+        "summary": "Set a user's web sign-in password (argon2id hash stored; the user's sessions end). Roles: admin",
+        "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "requestBody": pw,
+        "responses": {"200": _resp("set", obj), **COMMON, "404": _resp("no such user", ERR),
+                      "422": _resp("the password breaks the rules", ERR)}}}
+    paths["/api/v1/session/password"] = {"post": {
+        "summary": "Change your own password (needs the current one). Roles: agent, supervisor, admin",
+        "requestBody": _json_body({"type": "object", "required": ["current", "password"],
+                                   "additionalProperties": False,
+                                   "properties": {"current": {"type": "string"}, "password": {"type": "string"}}}),
+        "responses": {"200": _resp("changed", obj), **COMMON, "422": _resp("the password breaks the rules", ERR)}}}
+    paths["/api/v1/agents/{agent}/desktop"] = {"get": {
+        "summary": "The agent desktop in one read: state, the call in hand (caller from the live channel, never from "
+                   "the request), that caller's last 10 earlier queue calls, pause reasons and wrap-up codes. "
+                   "Roles: the agent themself, a supervisor of their team, admin",
+        "parameters": [{"name": "agent", "in": "path", "required": True,
+                        "schema": {"type": "string", "pattern": NAME_PATTERN}}],
+        "responses": {"200": _resp("the desktop", obj), **COMMON, "404": _resp("no such agent", ERR)}}}
 
 
 def _recording_paths(paths: dict[str, Any], components: dict[str, Any]) -> None:
@@ -574,11 +610,16 @@ def _report_paths(paths: dict[str, Any], components: dict[str, Any]) -> None:
     paths["/api/v1/reports/ivr"] = {"get": {
         "summary": "IVR paths per flow (runs whose first step is in the range): per node the calls that entered "
                    "it, step outcomes (choices), next nodes, hang-ups; per flow the self-service containment "
-                   "(runs that ended in the flow without a queue or transfer ÷ runs). Roles: supervisor, admin",
-        "parameters": _query_params(IvrReportIn, {**_RANGE, "flow": "only this flow"}),
-        "responses": {"200": _resp("the report", {"type": "object", "properties": {
-            "from": {"type": "string", "format": "date-time"}, "to": {"type": "string", "format": "date-time"},
-            "flows": {"type": "array", "items": {"type": "object"}}, "incomplete_ranges": gaps}}), **errors}}}
+                   "(runs that ended in the flow without a queue or transfer ÷ runs). CSV: one row per (flow, node), "
+                   "then the flow's total row (`node_id` = `total`, with the flow's `hung_up`, `calls`, `contained`, "
+                   "`containment`, `to_queue`, `transferred`); `outcomes` and `next` are one cell of JSON each. "
+                   "Roles: supervisor, admin",
+        "parameters": _query_params(IvrReportIn, {**_RANGE, **_FORMAT, "flow": "only this flow"}),
+        "responses": {"200": {"description": "the report", "content": {
+            "application/json": {"schema": {"type": "object", "properties": {
+                "from": {"type": "string", "format": "date-time"}, "to": {"type": "string", "format": "date-time"},
+                "flows": {"type": "array", "items": {"type": "object"}}, "incomplete_ranges": gaps}}},
+            **csv_ok}}, **errors}}}
     paths["/api/v1/reports/rebuild"] = {"post": {
         "summary": "Project every call that entered a queue in the range again from its stored events (the same "
                    "function as the live path: the facts come out identical unless the events changed, e.g. by "

@@ -25,7 +25,7 @@ from acd.state_store import AgentStateStore
 from reporting import reports
 from reporting.live import LiveState
 from reporting.migrate import migrate
-from web.api_reports import CALL_FIELDS
+from web.api_reports import CALL_FIELDS, IVR_FLOW_FIELDS, IVR_NODE_FIELDS
 from web.app import create_app
 
 pytestmark = pytest.mark.asyncio
@@ -424,6 +424,26 @@ async def test_ivr_api(api: TestClient, pool: asyncpg.Pool) -> None:  # type: ig
     assert body["incomplete_ranges"] == []
 
 
+async def test_ivr_csv_equals_json(api: TestClient, pool: asyncpg.Pool) -> None:  # type: ignore[type-arg]
+    await step(pool, "u1", 1, "main", "menu", "option 1", D)
+    await step(pool, "u1", 2, "sales", "queue", "queued", D)
+    await step(pool, "u2", 1, "main", "menu", "caller_hangup", D)
+    _, body = await get(api, f"/api/v1/reports/ivr?{RANGE}")
+    status, (text, headers) = await get(api, f"/api/v1/reports/ivr?{RANGE}&format=csv")
+    assert status == 200 and json.loads(headers["X-Incomplete-Ranges"]) == body["incomplete_ranges"]
+    node_cols, flow_cols = IVR_NODE_FIELDS, IVR_FLOW_FIELDS
+    expected = []
+    for f in body["flows"]:
+        expected += [{"flow": f["flow"], "node_id": n["node_id"], **{k: cell(n[k]) for k in node_cols},
+                      **dict.fromkeys(flow_cols, "")} for n in f["nodes"]]
+        expected.append({"flow": f["flow"], "node_id": "total", **dict.fromkeys(node_cols, ""),
+                         "hung_up": cell(f["hung_up"]), **{k: cell(f[k]) for k in flow_cols}})
+    assert csv_rows(text) == expected and len(expected) == 3
+    assert list(expected[0]) == ["flow", "node_id", *node_cols, *flow_cols]
+    _, (text2, _) = await get(api, f"/api/v1/reports/ivr?{RANGE}", **{"Accept": "text/csv"})
+    assert text2 == text
+
+
 @pytest.mark.parametrize(("query", "field"), [
     ("to=2024-05-01T11:00:00Z", "from"),
     ("from=2024-05-01T11:00:00Z&to=2024-05-01T11:00:00Z", "to"),
@@ -452,7 +472,7 @@ async def test_queue_report_validation(api: TestClient, query: str, field: str) 
     (f"calls?{RANGE}&caller=abc", "caller"),
     (f"reports/agents?{RANGE}&interval=5m", "interval"),
     (f"reports/agents?{RANGE}&tz=Nowhere", "tz"),
-    (f"reports/ivr?{RANGE}&format=csv", "format"),
+    (f"reports/ivr?{RANGE}&format=xml", "format"),
     ("reports/ivr?from=2024-05-01T08:00:00Z", "to"),
 ])
 async def test_other_validation(api: TestClient, path: str, field: str) -> None:  # type: ignore[type-arg]
