@@ -54,11 +54,18 @@ from reporting import projection, reports
 from reporting.projection import fact_json
 from web.api_config import validation_response
 from web.auth import guard, principal
+from web.errors import error
 
 K_REPORT_POOL = web.AppKey("report_pool", asyncpg.Pool)
 K_REPORT_NODE = web.AppKey("report_node", str)
 
 MAX_RANGE = timedelta(days=400)
+#: Most interval rows (queues × intervals) one queue report returns: a year per day for 40 queues fits (14 640,
+#: answered in ~130–210 ms from the rollups, docs/performance.md); a year per hour for 40 queues (350 000 rows, ~3 s
+#: and ~100 MB of JSON) is refused with a message saying how to narrow it. CSV exports may be larger.
+MAX_REPORT_ROWS = 20_000
+MAX_CSV_ROWS = 400_000
+INTERVAL_S = {"15m": 900, "30m": 1800, "1h": 3600, "1d": 86400}
 #: How far past the range's end an agent's calls answered in it are followed to the end of their after-call
 #: work (for `aht_s`); a handling still open then is counted up to there.
 FOLLOW_S = 12 * 3600.0
@@ -201,7 +208,16 @@ async def queue_report(request: web.Request) -> web.StreamResponse:
     if isinstance(q, web.Response):
         return q
     zone = ZoneInfo(q.tz)
-    items = await reports.queue_report(request.app[K_REPORT_POOL], since=q.since, until=q.until, interval=q.interval,
+    pool = request.app[K_REPORT_POOL]
+    n_queues = 1 if q.queue else max(1, await pool.fetchval("SELECT count(*) FROM queues"))
+    rows = n_queues * -(-int((q.until - q.since).total_seconds()) // INTERVAL_S[q.interval])
+    limit = MAX_CSV_ROWS if _wants_csv(request, q.format) else MAX_REPORT_ROWS
+    if rows > limit:
+        return error(422, "too_large", f"this report would have about {rows} interval rows ({n_queues} queue(s) × "
+                     f"intervals of {q.interval}); at most {limit}: choose a longer interval, a shorter range or one "
+                     "queue (CSV exports allow more)",
+                     problems=[{"field": "interval", "message": f"at most {limit} interval rows per report"}])
+    items = await reports.queue_report(pool, since=q.since, until=q.until, interval=q.interval,
                                        queues=[q.queue] if q.queue else None, sl_threshold_s=q.sl_threshold_s,
                                        tz=q.tz)
     gaps = await _gaps(request, q.since, q.until, zone, reconciled=False)

@@ -570,8 +570,9 @@ def _report_paths(paths: dict[str, Any], components: dict[str, Any]) -> None:
                 "incomplete ranges in the X-Incomplete-Ranges header.")
     paths["/api/v1/reports/queues"] = {"get": {
         "summary": "Queue figures per interval and for the range, every interval listed (empty ones with offered "
-                   "0). Service level uses `sl_threshold_s`, else the queue's, else 20 s. " + csv_note.format("queue")
-                   + " Roles: supervisor, admin",
+                   "0). Service level uses `sl_threshold_s`, else the queue's, else 20 s. A report of more than "
+                   "20 000 interval rows (queues × intervals; CSV: 400 000) is refused with 422 `too_large`. "
+                   + csv_note.format("queue") + " Roles: supervisor, admin",
         "parameters": _query_params(QueueReportIn, {**_RANGE, **_INTERVALS, **_FORMAT,
                                                     "queue": "only this queue (default: every queue)",
                                                     "sl_threshold_s": "service-level threshold for every queue"}),

@@ -478,3 +478,20 @@ async def test_queue_report_validation(api: TestClient, query: str, field: str) 
 async def test_other_validation(api: TestClient, path: str, field: str) -> None:  # type: ignore[type-arg]
     status, body = await get(api, f"/api/v1/{path}")
     assert status == 422 and field in [p["field"] for p in body["problems"]], body
+
+
+async def test_a_report_too_large_to_answer_quickly_is_refused_with_a_way_out(
+    api: TestClient, pool: asyncpg.Pool,  # type: ignore[type-arg]
+) -> None:
+    year = "from=2024-01-01T00:00:00Z&to=2024-12-31T00:00:00Z"
+    n_queues = await pool.fetchval("SELECT count(*) FROM queues")
+    await pool.executemany("INSERT INTO queues (name) VALUES ($1)", [(f"bulk{i:02d}",) for i in range(40)])
+    status, body = await get(api, f"/api/v1/reports/queues?{year}&interval=1h")
+    assert status == 422 and body["error"] == "too_large", body
+    assert f"{n_queues + 40} queue(s)" in body["message"] and "longer interval" in body["message"]
+    status, body = await get(api, f"/api/v1/reports/queues?{year}&interval=1d")  # 40+ queues × 365 days: fine
+    assert status == 200 and len(body["queues"]) >= 40
+    status, body = await get(api, f"/api/v1/reports/queues?{year}&interval=1h&queue=bulk01")  # one queue: fine
+    assert status == 200 and len(body["queues"][0]["intervals"]) == 365 * 24  # 2024 is a leap year
+    status, _ = await get(api, f"/api/v1/reports/queues?{year}&interval=1h&format=csv")  # an export may be larger
+    assert status == 200
