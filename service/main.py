@@ -146,7 +146,8 @@ class Service:
                          prompts=PromptStore(cfg.runtime_path.resolve() / "asterisk" / "spool" / "prompts"),
                          recordings=self.recordings, supervision=self.supervision,
                          agents_play_own=rec.agents_play_own, node=cfg.node, board=self.board,
-                         sessions=self.sessions, secure_cookies=cfg.http.secure_cookies)
+                         sessions=self.sessions, secure_cookies=cfg.http.secure_cookies,
+                         sip=(cfg.sip.public_host, cfg.sip.port))
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, cfg.http.host, cfg.http.port).start()

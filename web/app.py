@@ -151,7 +151,8 @@ def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMember
                prompts: PromptStore | None = None, recordings: RecordingService | None = None,
                supervision: SupervisionService | None = None, agents_play_own: bool = False,
                board: RealtimeBoard | None = None, sessions: SessionStore | None = None,
-               secure_cookies: bool = False, node: str = "pbx1") -> web.Application:
+               secure_cookies: bool = False, sip: tuple[str, int] | None = None,
+               node: str = "pbx1") -> web.Application:
     lookup = config_store.user_for_token if config_store else None
     app = web.Application(middlewares=[json_errors, bearer_auth(admin_token, lookup, sessions)],
                           client_max_size=MAX_BODY)
@@ -171,7 +172,7 @@ def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMember
     add_report_routes(app, pool, node)
     if config_store is not None:
         add_config_routes(app, config_store)
-        add_sipinfo_routes(app)
+        add_sipinfo_routes(app, sip)
     if agents is not None:
         add_agent_routes(app, agents)
         add_desktop_routes(app, pool, live_state)
