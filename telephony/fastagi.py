@@ -474,6 +474,8 @@ class FastAgiServer:
             line = raw[:-1]
             if line.endswith(b"\r"):
                 line = line[:-1]
+            if len(line) > self.max_line:  # the reader's limit leaves room for CRLF: make the limit exact
+                raise _BadHeader(f"line longer than {self.max_line} bytes")
             if not line:
                 if not env:
                     raise _BadHeader("empty header")

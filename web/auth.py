@@ -109,4 +109,5 @@ def guard(handler: Handler, *roles: str) -> Handler:
         return await handler(request)
 
     guarded.__name__ = getattr(handler, "__name__", "handler")
+    guarded.roles = allowed  # type: ignore[attr-defined]  # read by tests/unit/test_api_authz_matrix.py
     return guarded
