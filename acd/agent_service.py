@@ -35,6 +35,7 @@ from acd.agent_state import (
     State,
     Transition,
 )
+from acd.call_control import CallControl, CallControlFailed, InvalidTarget, Transfer
 from acd.membership import MembershipError, PbxUnavailable, QueueMembership, interface_for
 from acd.state_store import AgentStateStore
 from telephony.ami import AmiActionError, AmiClient, AmiConnectionLost, AmiEvent, AmiNotConnected, AmiTimeout
@@ -67,6 +68,8 @@ class AgentService:
         self._unrecorded: list[Transition] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._tick_wake = asyncio.Event()
+        #: hold / unhold / blind transfer of an agent's call (acd/call_control.py), on the channels ``book`` knows
+        self.calls = CallControl(ami, self.book, is_phone=self._is_phone)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -170,6 +173,26 @@ class AgentService:
         self._phone(agent)
         return self.book.state(agent)
 
+    async def hold(self, agent: str) -> AgentStatus:
+        """Put the caller on hold (server-side, the call stays in the queue's bridge): state ``on_hold``."""
+        self._phone(agent)
+        await self.calls.hold(agent)
+        return self.book.state(agent)
+
+    async def unhold(self, agent: str) -> AgentStatus:
+        """Take the caller off a hold made by :meth:`hold`: state ``on_call`` again."""
+        self._phone(agent)
+        await self.calls.unhold(agent)
+        return self.book.state(agent)
+
+    async def transfer(self, agent: str, to: str) -> Transfer:
+        """Blind-transfer the caller to an extension (a phone named by the digits) or a number."""
+        self._phone(agent)
+        return await self.calls.transfer(agent, to)
+
+    async def _is_phone(self, name: str) -> bool:
+        return bool(await self.pool.fetchval("SELECT 1 FROM phones WHERE name = $1", name))
+
     # ------------------------------------------------------------------ events (ordered consumer)
     def on_event(self, ev: AmiEvent) -> None:
         """Fold one AMI event; effects are queued, never awaited here."""
@@ -180,6 +203,7 @@ class AgentService:
                 self._queue_effect(self._pause_effect(agent, True, "acw"))
         if trs:
             self._queue_apply(trs)
+        self.calls.on_event(ev)  # after the state machine: a command awaiting Hold/Unhold sees the new state
 
     # ------------------------------------------------------------------ effects
     def _pause_effect(self, agent: str, paused: bool, reason: str) -> Effect:
@@ -273,4 +297,5 @@ class AgentService:
                 self._queue_effect(self._pause_effect(agent, True, reason))
 
 
-__all__ = ["AgentNotFound", "AgentService", "IllegalCommand", "MembershipError", "PbxUnavailable"]
+__all__ = ["AgentNotFound", "AgentService", "CallControlFailed", "IllegalCommand", "InvalidTarget", "MembershipError",
+           "PbxUnavailable", "Transfer"]

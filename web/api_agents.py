@@ -1,4 +1,5 @@
-"""Agent commands over REST: login, logout, pause (with a reason), ready, disposition, supervisor force.
+"""Agent commands over REST: login, logout, pause (with a reason), ready, disposition, supervisor force, and call
+control of the agent's current call (hold, unhold, blind transfer: acd/call_control.py).
 
 Who may act: an agent on themself, a supervisor on the agents of their team (a supervisor with no team on
 everyone), an admin on everyone. An illegal command for the agent's state is a 409 that names the state.
@@ -12,7 +13,15 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from acd.agent_service import AgentNotFound, AgentService, IllegalCommand, MembershipError, PbxUnavailable
+from acd.agent_service import (
+    AgentNotFound,
+    AgentService,
+    CallControlFailed,
+    IllegalCommand,
+    InvalidTarget,
+    MembershipError,
+    PbxUnavailable,
+)
 from acd.agent_state import AgentStatus
 from acd.state_store import UnknownDisposition
 from web.api_config import read_model
@@ -32,6 +41,12 @@ class PauseIn(BaseModel):
 class DispositionIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     code: str = Reason
+
+
+class TransferIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    to: str = Field(pattern=r"^[0-9]{2,20}$", description="an extension (a phone named by these digits) or a number "
+                                                          "dialled through the carrier trunk: 2-20 digits")
 
 
 class ForceIn(BaseModel):
@@ -68,11 +83,13 @@ def command(run: Any) -> Handler:
             return error(409, "illegal_state", str(exc), current_state=str(exc.current))
         except AgentNotFound as exc:
             return error(404, "not_found", str(exc))
-        except (MembershipError, UnknownDisposition) as exc:
+        except (MembershipError, UnknownDisposition, InvalidTarget) as exc:
             field = str(exc).split(":", 1)[0] if ":" in str(exc) else None
             return error(422, "invalid", str(exc), problems=[{"field": field, "message": str(exc)}])
         except PbxUnavailable as exc:
             return error(503, "pbx_unavailable", str(exc))
+        except CallControlFailed as exc:
+            return error(502, "pbx_failed", str(exc))
     return handler
 
 
@@ -109,6 +126,22 @@ async def _disposition(request: web.Request, svc: AgentService, agent: str) -> A
     return asdict(d)
 
 
+async def _hold(request: web.Request, svc: AgentService, agent: str) -> dict[str, Any]:
+    return status_json(agent, await svc.hold(agent))
+
+
+async def _unhold(request: web.Request, svc: AgentService, agent: str) -> dict[str, Any]:
+    return status_json(agent, await svc.unhold(agent))
+
+
+async def _transfer(request: web.Request, svc: AgentService, agent: str) -> Any:
+    body = await read_model(request, TransferIn)
+    if isinstance(body, web.Response):
+        return body
+    assert isinstance(body, TransferIn)
+    return asdict(await svc.transfer(agent, body.to))
+
+
 async def _force(request: web.Request, svc: AgentService, agent: str) -> Any:
     body = await read_model(request, ForceIn)
     if isinstance(body, web.Response):
@@ -135,6 +168,9 @@ def add_agent_routes(app: web.Application, service: AgentService) -> None:
     route("ready", _ready, *everyone)
     route("pause", _pause, *everyone)
     route("disposition", _disposition, *everyone)
+    route("hold", _hold, *everyone)
+    route("unhold", _unhold, *everyone)
+    route("transfer", _transfer, *everyone)
     route("force", _force, "supervisor", "admin")
     route("state", _state, *everyone, method="GET")
     app.router.add_get("/api/v1/agent-states", guard(all_states, "supervisor", "admin"))

@@ -178,3 +178,68 @@ async def test_supervisor_recordings_search_plays_in_the_browser(
     await sup_page.fill('#recordings-form input[name="caller"]', "12; DROP")
     await sup_page.click('#recordings-form button[type="submit"]')
     await expect(sup_page.locator("#recordings .form-error")).to_contain_text("caller")
+
+
+@pytest_asyncio.fixture
+async def wrapup_scene(live_stack: LiveStack, ami: EventRecorder, phones: list[BaresipPhone],
+                       acd: Any) -> AsyncIterator[Scene]:  # noqa: F811
+    """The scene with after-call work long enough to code the call in the page (ended there by Ready)."""
+    s = await make_scene(live_stack, ami, phones, acd, wrapup_s=120)
+    yield s
+    await drop_scene(live_stack, s)
+
+
+async def test_agent_holds_resumes_pci_pauses_and_codes_the_call_from_the_page(
+    ui: Ui, live_stack: LiveStack, ami: EventRecorder, phones: list[BaresipPhone], wrapup_scene: Scene,
+) -> None:
+    scene = wrapup_scene
+    tag = scene.team[2:]
+    page = await ui.sign_in(f"a-{tag}", await _password(ui, f"a-{tag}"))
+    await expect(page.locator("#feed-status")).to_have_text("live")
+    caller = await start_trunk_caller(live_stack, phones, CALLER)
+    connect = await scene.call(caller)
+    await expect(page.locator("#state")).to_contain_text("On call")
+
+    mark = ami.mark()
+    await page.click("#btn-hold")
+    await ami.wait_for("Hold", since=mark)
+    await expect(page.locator("#state")).to_contain_text("On hold")
+    await page.click("#btn-unhold")
+    await ami.wait_for("Unhold", since=mark)
+    await expect(page.locator("#state")).to_contain_text("On call")
+
+    await expect(page.locator("#rec-state")).to_have_text("recording")
+    await page.click("#btn-pci")
+    await expect(page.locator("#rec-state")).to_have_text("recording paused")
+    _, rec = await asyncio.to_thread(live_stack.api, "GET", f"/api/v1/agents/{scene.agent}/recording")
+    assert rec["recording"]["paused"] is True, rec
+    await page.click("#btn-pci")
+    await expect(page.locator("#rec-state")).to_have_text("recording")
+
+    await page.fill("#transfer-to", "12ab")  # refused in the page, nothing sent
+    await page.click("#btn-transfer")
+    await expect(page.locator(".toast.error").last).to_contain_text("2 to 20 digits")
+    await expect(page.locator("#state")).to_contain_text("On call")
+
+    await caller.hangup()
+    await expect(page.locator("#state")).to_contain_text("After-call work")
+    await page.select_option("#disposition", "resolved")
+    await page.click("#btn-disposition")
+    await expect(page.locator("#disposed")).to_have_text("code: resolved")
+    await ui.shot(page, "agent-desktop-wrap-up")
+    await page.click("#btn-ready")
+    await expect(page.locator("#state")).to_contain_text("Ready")
+
+    async def coded() -> dict[str, Any] | None:
+        _, body = await asyncio.to_thread(live_stack.api, "GET", f"/api/v1/calls?from={_iso(connect.timestamp - 60)}"
+                                          f"&to={_iso(time.time() + 60)}&queue={scene.queue}")
+        rows = body if isinstance(body, list) else body.get("calls", [])
+        done = [r for r in rows if r.get("disposition") == "resolved" and r.get("hold_s")]
+        return done[0] if done else None
+    fact = await eventually(coded, timeout=10, what="the call's fact with its code and hold time")
+    assert fact["hold_s"] > 0 and fact["agent"] == scene.agent, fact
+
+
+def _iso(ts: float) -> str:
+    from datetime import UTC, datetime
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+", "%2B")
