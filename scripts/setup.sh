@@ -15,9 +15,10 @@ fi
 # --- system packages -----------------------------------------------------------------------------------
 # postgresql: the database server; mmdebstrap: builds the Asterisk root filesystem; sip-tester (SIPp) and
 # baresip-core: SIP phones for the simulator and the tests; sox: audio checks and prompt conversion
-# (libsox-fmt-mp3: MP3 prompt uploads); util-linux: unshare/nsenter.
+# (libsox-fmt-mp3: MP3 prompt uploads); util-linux: unshare/nsenter; nftables: the SIP guard blocks password-
+# guessing sources with it (docs/security-sip.md).
 PKGS=(python3 python3-venv python3-dev build-essential postgresql mmdebstrap sip-tester baresip-core sox
-      libsox-fmt-mp3 util-linux ca-certificates debian-archive-keyring docker-compose)
+      libsox-fmt-mp3 util-linux ca-certificates debian-archive-keyring docker-compose nftables)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

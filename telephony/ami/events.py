@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import json
 import math
 import time
@@ -27,6 +28,7 @@ from typing import Any
 __all__ = [
     "CALLBACK_REQUEST_EVENT",
     "NOISE_EVENTS",
+    "SECURITY_FAILURE_EVENTS",
     "SYNTHETIC_EVENTS",
     "TYPED_EVENTS",
     "AgentCalled",
@@ -40,14 +42,19 @@ __all__ = [
     "BridgeEnter",
     "BridgeLeave",
     "CallbackRequest",
+    "ChallengeResponseFailed",
+    "ChallengeSent",
     "ContactStatus",
     "CoreShowChannel",
     "DeviceStateChange",
     "DialBegin",
     "DialEnd",
+    "FailedACL",
     "FullyBooted",
     "Hangup",
     "Hold",
+    "InvalidAccountID",
+    "InvalidPassword",
     "MixMonitorMute",
     "MixMonitorStart",
     "MixMonitorStop",
@@ -64,12 +71,15 @@ __all__ = [
     "QueueMemberPause",
     "QueueMemberRemoved",
     "QueueMemberStatus",
+    "SecurityEvent",
     "Shutdown",
+    "SuccessfulAuth",
     "Unhold",
     "UserEvent",
     "event_name",
     "is_noise",
     "parse_event",
+    "parse_remote_address",
 ]
 
 #: High-volume events with no value for the contact center (measured: they are most of a queue call's 55-92
@@ -680,6 +690,108 @@ class OriginateResponse(AmiEvent):
 
 
 # --------------------------------------------------------------------------------------------------------
+# security events (class `security`; the manager user needs `read = ...,security`)
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_remote_address(value: str | None) -> tuple[IpAddress, str | None, int | None] | None:
+    """A security event's ``RemoteAddress`` (``IPV4/UDP/127.0.0.2/5060``, ``IPV6/TCP/2001:db8::1/5061``) ->
+    (address, transport, port); ``None`` for anything else. The address is validated by :mod:`ipaddress`
+    (brackets and a zone suffix are removed; an IPv4-mapped IPv6 address becomes the IPv4 address), so what
+    comes out can be handed to a firewall command as it is."""
+    if not value or len(value) > 128:
+        return None
+    parts = value.strip().split("/")
+    if len(parts) != 4 or parts[0].upper() not in ("IPV4", "IPV6"):
+        return None
+    _family, transport, host, port_s = parts
+    host = host.strip("[]").split("%", 1)[0]
+    try:
+        addr: IpAddress = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    port = _int(port_s)
+    return addr, (transport.upper() or None), (port if port is not None and 0 <= port <= 65535 else None)
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityEvent(AmiEvent):
+    """Fields every Asterisk security event carries (Asterisk 22 AMI docs: ``InvalidAccountID``,
+    ``InvalidPassword``, ``ChallengeResponseFailed``, ``FailedACL``...). ``service`` is ``PJSIP`` for SIP,
+    ``AMI`` for manager logins."""
+
+    severity: str | None = _h("Severity")  # Informational / Error
+    service: str | None = _h("Service")
+    event_version: int | None = _h("EventVersion", conv=_int)
+    account_id: str | None = _h("AccountID")
+    session_id: str | None = _h("SessionID")
+    local_address: str | None = _h("LocalAddress")
+    remote_address: str | None = _h("RemoteAddress")
+    module: str | None = _h("Module")
+    event_tv: str | None = _h("EventTV")
+
+    @property
+    def remote_ip(self) -> IpAddress | None:
+        """The remote party's address, validated (``None`` when the header is missing or malformed)."""
+        parsed = parse_remote_address(self.remote_address)
+        return parsed[0] if parsed else None
+
+    @property
+    def remote_transport(self) -> str | None:
+        parsed = parse_remote_address(self.remote_address)
+        return parsed[1] if parsed else None
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidAccountID(SecurityEvent):
+    """A request for an account that does not exist (PJSIP: after ``unidentified_request_count`` unidentified
+    requests from one address within ``unidentified_request_period``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidPassword(SecurityEvent):
+    challenge: str | None = _h("Challenge")
+    received_challenge: str | None = _h("ReceivedChallenge")
+    received_hash: str | None = _h("ReceivedHash")
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeResponseFailed(SecurityEvent):
+    """The answer to a digest challenge was wrong (a wrong SIP password, or an unknown user answering the
+    artificial endpoint's challenge)."""
+
+    challenge: str | None = _h("Challenge")
+    response: str | None = _h("Response")
+    expected_response: str | None = _h("ExpectedResponse")
+
+
+@dataclass(frozen=True, slots=True)
+class FailedACL(SecurityEvent):
+    acl_name: str | None = _h("ACLName")
+    session_tv: str | None = _h("SessionTV")
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeSent(SecurityEvent):
+    """Informational: a request was challenged (every first REGISTER/INVITE of a phone; not a failure)."""
+
+    challenge: str | None = _h("Challenge")
+
+
+@dataclass(frozen=True, slots=True)
+class SuccessfulAuth(SecurityEvent):
+    using_password: bool | None = _h("UsingPassword", conv=_bool)
+
+
+#: Security events that mean "somebody failed to authenticate" (what a password-guessing source produces).
+SECURITY_FAILURE_EVENTS: frozenset[str] = frozenset(
+    {"InvalidAccountID", "InvalidPassword", "ChallengeResponseFailed", "FailedACL"})
+
+
+# --------------------------------------------------------------------------------------------------------
 # dispatch
 
 _TYPED: tuple[type[AmiEvent], ...] = (
@@ -689,6 +801,7 @@ _TYPED: tuple[type[AmiEvent], ...] = (
     QueueMemberStatus, QueueMember, QueueEntry, CoreShowChannel, MixMonitorStart, MixMonitorStop, MixMonitorMute,
     UserEvent, BlindTransfer,
     AttendedTransfer, ContactStatus, PeerStatus, DeviceStateChange, OriginateResponse,
+    InvalidAccountID, InvalidPassword, ChallengeResponseFailed, FailedACL, ChallengeSent, SuccessfulAuth,
 )
 
 #: Event name -> typed class.
