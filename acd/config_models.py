@@ -32,6 +32,9 @@ class TeamIn(Strict):
 class PhoneIn(Strict):
     name: Name
     kind: Literal["agent", "supervisor"] = "agent"
+    webrtc: bool = Field(False, description="a browser phone: registers over SIP on secure WebSocket (WSS) with "
+                                            "DTLS-SRTP media (the agent desktop's softphone); false: a SIP phone "
+                                            "over UDP")
 
 
 class SkillIn(Strict):

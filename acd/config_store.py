@@ -59,7 +59,8 @@ QUEUE_COLUMNS = ("name", "strategy", "required_skill", "escalation", "sl_thresho
 
 RESOURCES: dict[str, Resource] = {r.path: r for r in (
     Resource("teams", "teams", "name", m.TeamIn, ("name",)),
-    Resource("phones", "phones", "name", m.PhoneIn, ("name", "kind", "password"), hidden=frozenset({"password"})),
+    Resource("phones", "phones", "name", m.PhoneIn, ("name", "kind", "webrtc", "password"),
+             hidden=frozenset({"password"})),
     Resource("skills", "skills", "name", m.SkillIn, ("name",)),
     Resource("agents", "agents", "name", m.AgentIn, ("name", "display_name", "phone", "team"), update=m.AgentUpdate),
     Resource("queues", "queues", "name", m.QueueIn, QUEUE_COLUMNS, update=m.QueueFields,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ops import rootfs as rootfs_mod
 from ops.asterisk_config import PbxPaths, render
+from ops.tls import ensure_certificate
 from service.config import Config
 
 log = logging.getLogger("ops.asterisk")
@@ -91,6 +92,8 @@ class AsteriskInstance:
     def render_config(self) -> None:
         self.dirs.create()
         render(self.cfg, self.dirs.etc, self.paths())
+        # http.conf's WSS listener needs a certificate: made once per instance (ops/tls.py), kept afterwards
+        ensure_certificate(self.dirs.etc / "keys", self.cfg.sip.public_host)
 
     # ------------------------------------------------------------------ process
     def pid(self) -> int | None:

@@ -53,6 +53,8 @@ def template_values(cfg: Config, paths: PbxPaths) -> dict[str, str]:
         "AGI_PORT": str(cfg.agi.port),
         "SIP_BIND": cfg.sip.bind,
         "SIP_PORT": str(cfg.sip.port),
+        "WSS_PORT": str(cfg.sip.wss_port),
+        "WS_PORT": str(cfg.sip.ws_port),
         "RTP_START": str(cfg.sip.rtp_start),
         "RTP_END": str(cfg.sip.rtp_end),
         "TRUNK_USER": cfg.sip.trunk.user,

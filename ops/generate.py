@@ -94,6 +94,7 @@ def build_config_data(
                  "admin_password": password()},
         "sip": {
             "bind": sip_bind, "port": free_udp_tcp_port(), "public_host": "127.0.0.1",
+            "wss_port": free_port(), "ws_port": free_port(),
             "rtp_start": rtp_start, "rtp_end": rtp_end,
             "trunk": {"user": "carrier", "password": password()},
         },
@@ -158,6 +159,11 @@ def upgrade_config(path: Path) -> list[str]:
     if not http.get("admin_password"):
         http["admin_password"] = password()
         added.append("http.admin_password")
+    sip = data.setdefault("sip", {})
+    for key in ("wss_port", "ws_port"):  # browser phones (SIP over WebSocket), added after the first release
+        if not sip.get(key):
+            sip[key] = free_port()
+            added.append(f"sip.{key}")
     if added:
         write_config(path, data, overwrite=True)
     return added

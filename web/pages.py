@@ -27,6 +27,8 @@ VENDOR_FILES = {
     "chart.umd.min.js": VENDOR / "chart.js" / "dist" / "chart.umd.min.js",
     "drawflow.min.js": VENDOR / "drawflow" / "dist" / "drawflow.min.js",
     "drawflow.min.css": VENDOR / "drawflow" / "dist" / "drawflow.min.css",
+    # JsSIP ships CommonJS only: `npm ci` bundles it into one script (web/ui/bundle-jssip.mjs, postinstall)
+    "jssip.js": VENDOR / ".ccpbx-vendor" / "jssip.js",
 }
 
 #: page -> (title, roles that may open it). The navigation shows a user only the pages of their role.
@@ -43,7 +45,7 @@ K_SECURE = web.AppKey("secure_cookies", bool)
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-                                "img-src 'self' data:; media-src 'self' blob:; connect-src 'self'; "
+                                "img-src 'self' data:; media-src 'self' blob:; connect-src 'self' wss:; "
                                 "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",

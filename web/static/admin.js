@@ -38,8 +38,10 @@ const RESOURCES = {
     fields: [
       { name: "name", label: "Name (SIP user)", type: "text", createOnly: true, hint: NAME_HINT },
       { name: "kind", label: "Kind", type: "select", options: ["agent", "supervisor"] },
+      { name: "webrtc", label: "Browser phone (WebRTC)", type: "checkbox" },
     ],
-    columns: [{ key: "name", label: "Name (SIP user)" }, { key: "kind", label: "Kind" }],
+    columns: [{ key: "name", label: "Name (SIP user)" }, { key: "kind", label: "Kind" },
+      { key: "webrtc", label: "Browser phone", fmt: yesNo }],
   },
   skills: {
     label: "Skills", one: "skill", key: "name", noEdit: true,
@@ -482,6 +484,34 @@ async function promptsTab(container) {
   await reload();
 }
 
+// ------------------------------------------------------------------ SIP security: blocked sources
+async function bansTab(container) {
+  const box = h("div", { id: "bans" });
+  const showAll = h("input", { type: "checkbox", id: "bans-all" });
+  const load = async () => {
+    const out = await api("GET", `/api/v1/security/bans${showAll.checked ? "?all=true" : ""}`);
+    const g = out.guard || {};
+    clear(box,
+      h("p", { class: "muted" }, `Sources with ${g.threshold} failed SIP sign-ins within ${g.window_s} s are blocked `
+        + `for ${g.ban_s} s (${g.blocker}${g.ready ? "" : ", not enforcing"}). Banned now: ${g.banned_now ?? 0}.`),
+      table([
+        { key: "address", label: "Source" }, { key: "banned_at", label: "Blocked at", fmt: (v) => (v ? new Date(v).toLocaleString() : "–") },
+        { key: "expires_at", label: "Until", fmt: (v) => (v ? new Date(v).toLocaleString() : "–") },
+        { key: "failures", label: "Failures", cls: "num" }, { key: "accounts", label: "Accounts tried", fmt: (v) => (v || []).join(", ") || "–" },
+        { key: "enforced", label: "Enforced", fmt: yesNo }, { key: "active", label: "Active", fmt: yesNo },
+        { key: (r) => r, label: "", fmt: (r) => (r.active ? h("button", { class: "small danger", dataset: { ban: r.address },
+          on: { click: (ev) => act(ev.currentTarget, async () => {
+            await api("DELETE", `/api/v1/security/bans/${encodeURIComponent(r.address)}`);
+            await load();
+          }, `Unblocked ${r.address}`) } }, "Unblock") : "") },
+      ], out.bans || [], { empty: "No source is blocked.", id: "table-bans" }));
+  };
+  showAll.addEventListener("change", () => load().catch((e) => toast(e.message, "error")));
+  container.append(h("section", { class: "card" }, h("h2", {}, "Blocked SIP sources"),
+    h("label", { class: "inline" }, showAll, "Show lifted and expired blocks too"), box));
+  await load();
+}
+
 // ------------------------------------------------------------------ the page
 let pendingFlow = null;
 const guarded = (fn) => (container) => {
@@ -496,5 +526,6 @@ const tabsCtl = tabs(root, [
   ...["pause-reasons", "dispositions", "vip-callers"].map((p) => ({ id: p, label: RESOURCES[p].label, render: guarded(configTab(p)) })),
   { id: "prompts", label: "Prompts", render: guarded(promptsTab) },
   { id: "users", label: "Users", render: guarded(configTab("users")) },
+  { id: "security", label: "SIP security", render: guarded(bansTab) },
   { id: "flows", label: "IVR flows", render: guarded((c) => { const open = pendingFlow; pendingFlow = null; return renderFlows(c, open); }) },
 ]);

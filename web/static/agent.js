@@ -4,6 +4,7 @@
 import {
   act, api, clear, connectFeed, everySecond, fmtDur, fmtTime, h, me, stateBadge, stateLabel, table, toast,
 } from "./common.js";
+import { mountSoftphone } from "./softphone.js";
 
 const agent = me.agent;
 const root = document.getElementById("app");
@@ -17,6 +18,7 @@ const el = {
   call: h("section", { id: "call", class: "card callbox" }),
   history: h("section", { class: "card", id: "history-card" }),
   feed: h("span", { id: "feed-status", class: "conn down" }, "connecting…"),
+  softphone: h("section", { id: "softphone", class: "card", hidden: true }),  // shown for a browser phone
 };
 
 function layout() {
@@ -32,6 +34,7 @@ function layout() {
           h("h2", {}, `Agent ${agent}`), el.feed),
         el.state, el.time, el.actions),
       el.call),
+    el.softphone,
     el.history);
   return true;
 }
@@ -185,4 +188,5 @@ if (layout()) {
     if (up) refresh().catch(() => {});
   });
   everySecond(tickTime);
+  mountSoftphone(el.softphone, agent).catch((e) => toast(`Browser phone: ${e.message}`, "error"));
 }
