@@ -80,6 +80,10 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     pgexc.OperatorInterventionError,  # class 57: admin shutdown, crash, "starting up"
     pgexc.InsufficientResourcesError,  # class 53: too many connections, disk full
     pgbase.InterfaceError,  # "connection is closed", "pool is closing"
+    # "cannot switch to state 12; another operation (2) is in progress": asyncpg left a connection in a broken
+    # protocol state while PostgreSQL was shutting down (seen in tests/live/test_chaos.py). Not a bug of ours and
+    # not the rows' fault: drop the pool and retry like any outage.
+    pgbase.InternalClientError,
 )
 # Errors caused by the rows themselves: isolate and set aside the bad events.
 _DATA: tuple[type[BaseException], ...] = (
@@ -132,6 +136,7 @@ class WriterStats:
     batches: int
     outages: int
     last_error: str | None
+    refused: int = 0  # events not taken because the buffer was full (EventBufferFull): lost to the store
 
 
 def _as_datetime(value: datetime | float) -> datetime:
@@ -238,6 +243,7 @@ class EventWriter:
         self._rejected = 0
         self._batches = 0
         self._outages = 0
+        self._refused = 0
         self._last_error: str | None = None
         self._failing_since: float | None = None
 
@@ -250,6 +256,7 @@ class EventWriter:
         """
         pending = len(self._buf) + len(self._inflight)
         if pending >= self.max_buffer:
+            self._refused += 1
             raise EventBufferFull(
                 f"event store buffer full: {pending} events not yet written (max_buffer={self.max_buffer}); "
                 f"database {'unreachable since ' + self._since() if self._failing_since else 'too slow'}; "
@@ -285,6 +292,7 @@ class EventWriter:
             batches=self._batches,
             outages=self._outages,
             last_error=self._last_error,
+            refused=self._refused,
         )
 
     # ------------------------------------------------------------------ lifecycle

@@ -55,7 +55,9 @@ __all__ = [
 
 log = logging.getLogger("telephony.ami")
 
-_MAX_RECONNECT_DELAY = 30.0
+#: The longest wait between reconnect attempts. AMI is on the same host (loopback), so a refused connect costs
+#: nothing, and the service must be back within 5 s of Asterisk's FullyBooted however long Asterisk was away.
+_MAX_RECONNECT_DELAY = 2.0
 _ERROR_RESPONSES = frozenset({"error", "fail", "failure"})
 
 

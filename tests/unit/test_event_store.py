@@ -225,7 +225,7 @@ async def test_buffer_bound_raises_and_keeps_what_it_took(db: asyncpg.Connection
         w.submit(ev)  # writer not started yet: everything waits in the buffer
     with pytest.raises(EventBufferFull, match="buffer full"):
         w.submit(events[10])
-    assert w.stats.buffered == 10
+    assert w.stats.buffered == 10 and w.stats.refused == 1  # counted: /healthz shows it as event_writer.refused
     await w.start()
     try:
         await w.flush(10)
@@ -234,6 +234,35 @@ async def test_buffer_bound_raises_and_keeps_what_it_took(db: asyncpg.Connection
     finally:
         await w.stop()
     assert await count_events(db) == 11
+
+
+@pytest.mark.asyncio
+async def test_a_connection_asyncpg_left_broken_is_an_outage_not_a_bug(
+    db: asyncpg.Connection, pg_db: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Seen live while PostgreSQL shut down: InternalClientError("cannot switch to state 12; another operation (2)
+    # is in progress"). It must count as an outage (pool dropped, retried), not as an unexpected error.
+    w = fast_writer(pg_db, backoff_max=10.0)
+    real = EventWriter._write
+    calls = 0
+
+    async def broken_once(self: EventWriter, batch: list[StoredEvent]) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise asyncpg.exceptions._base.InternalClientError(
+                "cannot switch to state 12; another operation (2) is in progress")
+        return await real(self, batch)
+    monkeypatch.setattr(EventWriter, "_write", broken_once)
+    await w.start()
+    try:
+        for ev in make_events(20):
+            w.submit(ev)
+        await w.flush(3)  # the unexpected-error path would sleep backoff_max (10 s) first
+    finally:
+        await w.stop()
+    assert w.stats.outages == 1 and "InternalClientError" in (w.stats.last_error or "")
+    assert await count_events(db) == 20
 
 
 @pytest.mark.asyncio
