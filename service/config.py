@@ -7,6 +7,7 @@ Every key has a documented default (docs/configuration.md); `CCPBX_CONFIG` point
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -34,6 +35,9 @@ class DatabaseConfig:
     password: str = ""
     name: str = "ccpbx"
     datadir: str = "var/pg"
+    #: Events the service keeps in memory while PostgreSQL is unreachable; beyond it new events are refused
+    #: (counted as `event_writer.refused` in /healthz, logged) rather than memory growing without limit.
+    buffer_events: int = 200_000
 
     @property
     def dsn(self) -> str:
@@ -81,6 +85,10 @@ class SipConfig:
     bind: str = "127.0.0.1"
     port: int = 55060
     public_host: str = "127.0.0.1"
+    #: SIP over secure WebSocket for browser phones (Asterisk's TLS HTTP server, http.conf; same bind as SIP)
+    wss_port: int = 55089
+    #: the plain listener Asterisk's HTTP server needs besides the TLS one: always on 127.0.0.1 (http.conf)
+    ws_port: int = 55088
     rtp_start: int = 30000
     rtp_end: int = 30999
     trunk: TrunkConfig = field(default_factory=TrunkConfig)
@@ -144,6 +152,25 @@ class RecordingConfig:
 
 
 @dataclass(frozen=True)
+class SipGuardConfig:
+    """SIP password-guessing protection (docs/security-sip.md): a source address with `threshold` failed
+    authentications (AMI security events) within `window_s` seconds is blocked for `ban_s` seconds.
+    `exempt`: addresses or networks never blocked (loopback by default: the PBX's own phones in development and
+    tests live there). `blocker`: `nftables` (drop the source's packets to the SIP port) or `none` (detect and
+    record only)."""
+
+    enabled: bool = True
+    threshold: int = 10
+    window_s: float = 60.0
+    ban_s: float = 600.0
+    exempt: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    blocker: str = "nftables"
+
+    def exempt_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(e, strict=False) for e in self.exempt)
+
+
+@dataclass(frozen=True)
 class Config:
     node: str = "pbx1"
     runtime_dir: str = "var"
@@ -156,6 +183,7 @@ class Config:
     screenpop: ScreenPopConfig = field(default_factory=ScreenPopConfig)
     ivr: IvrConfig = field(default_factory=IvrConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
+    sip_guard: SipGuardConfig = field(default_factory=SipGuardConfig)
     phones: tuple[PhoneConfig, ...] = ()
     queues: tuple[QueueConfig, ...] = ()
     routes: tuple[RouteConfig, ...] = ()
@@ -223,8 +251,45 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("recording.pci_max_pause_s: 1-3600; recording.purge_interval_s: 1-86400")
     if not 5 <= rec.supervision_ring_s <= 120:
         raise ConfigError("recording.supervision_ring_s: 5-120")
+    if not 10 <= cfg.database.buffer_events <= 10_000_000:
+        raise ConfigError("database.buffer_events: 10-10000000")
     if not cfg.sip.rtp_start < cfg.sip.rtp_end:
         raise ConfigError("sip.rtp_start must be below sip.rtp_end")
+    ports = (cfg.sip.port, cfg.sip.wss_port, cfg.sip.ws_port)
+    if not all(1 <= p <= 65535 for p in ports) or len(set(ports)) != 3:
+        raise ConfigError("sip.port, sip.wss_port, sip.ws_port: 1-65535 each, all different")
+    _validate_sip_guard(cfg.sip_guard)
+
+
+def _validate_sip_guard(g: SipGuardConfig) -> None:
+    if not isinstance(g.enabled, bool):
+        raise ConfigError("sip_guard.enabled: true or false")
+    if not isinstance(g.threshold, int) or isinstance(g.threshold, bool) or not 1 <= g.threshold <= 10000:
+        raise ConfigError("sip_guard.threshold: an integer from 1 to 10000")
+    for key, value, low, high in (("window_s", g.window_s, 1, 86400), ("ban_s", g.ban_s, 1, 30 * 86400)):
+        if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
+            raise ConfigError(f"sip_guard.{key}: {low}-{high} seconds")
+    if g.blocker not in ("nftables", "none"):
+        raise ConfigError("sip_guard.blocker must be nftables or none")
+    for entry in g.exempt:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except (TypeError, ValueError):
+            raise ConfigError(f"sip_guard.exempt: {entry!r} is not an IP address or network") from None
+
+
+def _sip_guard_section(data: dict[str, Any]) -> SipGuardConfig:
+    raw = data.get("sip_guard", {})
+    if not isinstance(raw, dict):
+        raise ConfigError("[sip_guard] must be a table")
+    raw = dict(raw)
+    if "exempt" in raw:
+        exempt = raw["exempt"]
+        if not isinstance(exempt, list) or not all(isinstance(e, str) for e in exempt):
+            raise ConfigError("sip_guard.exempt: a list of IP addresses or networks (strings)")
+        raw["exempt"] = tuple(exempt)
+    guard: SipGuardConfig = _section({"sip_guard": raw}, "sip_guard", SipGuardConfig)
+    return guard
 
 
 def parse_config(data: dict[str, Any]) -> Config:
@@ -244,6 +309,7 @@ def parse_config(data: dict[str, Any]) -> Config:
             screenpop=_section(data, "screenpop", ScreenPopConfig),
             ivr=IvrConfig(tuple(str(h) for h in data.get("ivr", {}).get("http_allowed_hosts", []))),
             recording=_section(data, "recording", RecordingConfig),
+            sip_guard=_sip_guard_section(data),
             phones=tuple(PhoneConfig(**p) for p in data.get("phones", [])),
             queues=tuple(QueueConfig(**q) for q in data.get("queues", [])),
             routes=tuple(RouteConfig(**r) for r in data.get("routes", [])),

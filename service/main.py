@@ -28,6 +28,7 @@ from acd.pbx_sync import reload_queues
 from acd.routing import InboundRouter
 from acd.screenpop import ScreenPopNotifier
 from acd.seed import seed_from_config
+from acd.sip_guard import PgBanStore, SipGuard, make_blocker
 from acd.supervision import SupervisionService
 from ivr.executor import FlowExecutor, Step
 from ivr.flow_model import Flow
@@ -44,9 +45,10 @@ from reporting.migrate import migrate
 from reporting.projection import ProjectionService
 from reporting.realtime import RealtimeBoard
 from service.config import Config, load_config
-from telephony.ami import AmiClient
+from telephony.ami import AmiClient, AmiError
 from telephony.ami.events import AgentCalled, Hangup, QueueEntry, QueueMember
 from telephony.fastagi import FastAgiServer
+from web.api_security import K_SIP_GUARD
 from web.app import create_app
 from web.feed import FeedHub
 from web.sessions import SessionStore
@@ -95,6 +97,7 @@ class Service:
         self.supervision: SupervisionService | None = None
         self.projection: ProjectionService | None = None
         self.gaps: EventGaps | None = None
+        self.sip_guard: SipGuard | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.screenpop = ScreenPopNotifier(cfg.screenpop.url, cfg.screenpop.secret, publish=self.feed.publish)
         self.runner: web.AppRunner | None = None
@@ -108,7 +111,8 @@ class Service:
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         await seed_from_config(self.pool, cfg)
-        self.writer = EventWriter(cfg.database.dsn)
+        buffer = cfg.database.buffer_events
+        self.writer = EventWriter(cfg.database.dsn, max_buffer=buffer, batch_size=min(500, buffer))
         await self.writer.start()
         self.router = InboundRouter(self.pool)
         self.flow_store = FlowStore(self.pool)
@@ -136,6 +140,9 @@ class Service:
         self.sessions = SessionStore(self.pool, idle=timedelta(hours=cfg.http.session_idle_h))
         await self.sessions.ensure_bootstrap_admin(cfg.http.admin_password)
         self._session_purge = asyncio.create_task(self._purge_sessions(), name="web-session-purge")
+        if cfg.sip_guard.enabled:
+            self.sip_guard = self._make_sip_guard()
+            await self.sip_guard.start()
         await self.agi.start()
         self._consumer = asyncio.create_task(self._consume(), name="ami-consumer")
         await self.ami.start()
@@ -147,12 +154,22 @@ class Service:
                          recordings=self.recordings, supervision=self.supervision,
                          agents_play_own=rec.agents_play_own, node=cfg.node, board=self.board,
                          sessions=self.sessions, secure_cookies=cfg.http.secure_cookies,
-                         sip=(cfg.sip.public_host, cfg.sip.port))
+                         sip=(cfg.sip.public_host, cfg.sip.port), wss_port=cfg.sip.wss_port)
+        if self.sip_guard is not None:
+            app[K_SIP_GUARD] = self.sip_guard
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, cfg.http.host, cfg.http.port).start()
         log.info("service up: http://%s:%d  FastAGI %s:%d  AMI %s:%d", cfg.http.host, cfg.http.port,
                  cfg.agi.host, cfg.agi.port, cfg.ami.host, cfg.ami.port)
+
+    def _make_sip_guard(self) -> SipGuard:
+        """Password guessing on the SIP port(s) noticed in AMI security events and blocked (acd/sip_guard.py)."""
+        g, cfg = self.cfg.sip_guard, self.cfg
+        ports = [cfg.sip.port, *([wss] if isinstance(wss := getattr(cfg.sip, "wss_port", None), int) else [])]
+        assert self.pool is not None
+        return SipGuard(make_blocker(g.blocker, ports), PgBanStore(self.pool, cfg.node), threshold=g.threshold,
+                        window_s=g.window_s, ban_s=g.ban_s, exempt=g.exempt_networks())
 
     async def _purge_sessions(self) -> None:
         """Expired web sessions and old sign-in failures go hourly (a lookup refuses them anyway)."""
@@ -175,6 +192,8 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._consumer
         await self.agi.stop()
+        if self.sip_guard is not None:
+            await self.sip_guard.stop()
         if self.agents:
             await self.agents.stop()
         if self.callbacks:
@@ -195,6 +214,8 @@ class Service:
                     task = asyncio.create_task(self._gap_opened())
                     self._background.add(task)
                     task.add_done_callback(self._background.discard)
+                if self.sip_guard is not None:
+                    self.sip_guard.on_event(ev)
                 self.live.apply(ev)
                 self.board.apply(ev)
                 if self.agents is not None:
@@ -211,8 +232,12 @@ class Service:
                     self.screenpop.on_agent_called(ev)
                 if ev.name not in SYNTHETIC:
                     self.writer.submit(to_stored(ev, self.cfg.node))
-            except EventBufferFull:
-                log.error("event buffer full (database down too long): event %s not stored", ev.name)
+            except EventBufferFull as exc:
+                # Counted by the writer (`event_writer.refused` in /healthz); logged once per outage, not per
+                # event: a burst would otherwise write thousands of lines a second.
+                if self.writer.stats.refused == 1 or self.writer.stats.refused % 10_000 == 0:
+                    log.error("%s; %d event(s) not stored so far (first: %s)", exc, self.writer.stats.refused,
+                              ev.name)
             except Exception:
                 log.exception("failed to process event %s", ev.name)
 
@@ -235,6 +260,13 @@ class Service:
         if self.agents is not None:
             for ev in members:  # ends rings/calls Asterisk no longer has (events lost while disconnected)
                 self.agents.on_event(ev)
+            # That snapshot leaves alone a ring or call younger than the book's grace (the snapshot may predate
+            # newer events). After a reconnect no other snapshot comes, so an agent whose call began just before
+            # the connection was lost (Asterisk crashed under it) would stay on_call forever: look once more
+            # after the grace (tests/live/test_chaos.py).
+            task = asyncio.create_task(self._members_again(self.agents.book.reconcile_grace_s + 0.5))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         self.live.ami_connected = True
         if self.gaps is not None:
             try:
@@ -242,6 +274,19 @@ class Service:
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("reconciliation failed (retried at the next reconnect): %s", exc)
         log.info("resynced: %d channel(s), %d queue member(s)", len(self.live.channels), len(self.live.members))
+
+    async def _members_again(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self.agents is None or not self.ami.connected:
+            return  # the next reconnect's resync looks again
+        try:
+            status = await self.ami.list_events("QueueStatus")
+        except AmiError as exc:
+            log.warning("second QueueStatus snapshot after the resync failed: %s", exc)
+            return
+        for ev in status:
+            if isinstance(ev, QueueMember):
+                self.agents.on_event(ev)
 
     # ------------------------------------------------------------------ IVR flows (ivr.inbound.FlowBackend)
     async def flow_for(self, did: str) -> str | None:
@@ -374,6 +419,7 @@ class Service:
             "uptime_s": round(time.time() - self.started_at, 1),
             "ami": dict(self.ami.stats),
             "fastagi": dataclasses.asdict(self.agi.stats),
+            "sip_guard": self.sip_guard.status() if self.sip_guard is not None else {"enabled": False},
             "event_writer": {k: v for k, v in writer_stats.items() if isinstance(v, int | float | str | None)},
         }
 

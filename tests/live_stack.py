@@ -97,6 +97,8 @@ def live_stack() -> Iterator[LiveStack]:
     data["screenpop"]["url"] = f"http://127.0.0.1:{free_port()}/hook"
     # The IVR http_lookup tests call a CRM stand-in on this machine.
     data["ivr"] = {"http_allowed_hosts": ["127.0.0.1"]}
+    # SIP attack tests (tests/live/test_sip_attacks.py): bans short enough to watch one end.
+    data["sip_guard"] = {"ban_s": 6}
     write_config(config_path, data)
     cfg = load_config(config_path)
     rootfs.ensure_rootfs(Path(cfg.asterisk.rootfs))

@@ -30,7 +30,9 @@ from web.api_flows import ContextFactory, add_flow_routes
 from web.api_prompts import add_prompt_routes
 from web.api_recordings import add_recording_routes
 from web.api_reports import add_report_routes
+from web.api_security import add_security_routes
 from web.api_sipinfo import add_sipinfo_routes
+from web.api_softphone import add_softphone_routes
 from web.api_supervision import add_supervision_routes
 from web.auth import bearer_auth, guard
 from web.errors import error, json_errors
@@ -151,7 +153,7 @@ def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMember
                prompts: PromptStore | None = None, recordings: RecordingService | None = None,
                supervision: SupervisionService | None = None, agents_play_own: bool = False,
                board: RealtimeBoard | None = None, sessions: SessionStore | None = None,
-               secure_cookies: bool = False, sip: tuple[str, int] | None = None,
+               secure_cookies: bool = False, sip: tuple[str, int] | None = None, wss_port: int | None = None,
                node: str = "pbx1") -> web.Application:
     lookup = config_store.user_for_token if config_store else None
     app = web.Application(middlewares=[json_errors, bearer_auth(admin_token, lookup, sessions)],
@@ -170,9 +172,11 @@ def create_app(*, admin_token: str, health: HealthCheck, membership: QueueMember
     app.router.add_delete("/api/v1/queues/{queue}/members/{phone}", guard(delete_member, "admin"))
     app.router.add_get("/api/v1/calls/{linkedid}/events", guard(call_events, "supervisor", "admin"))
     add_report_routes(app, pool, node)
+    add_security_routes(app)  # SIP bans (web/api_security.py; the service sets the guard)
     if config_store is not None:
         add_config_routes(app, config_store)
         add_sipinfo_routes(app, sip)
+        add_softphone_routes(app, pool, wss_port)  # the agent desktop's browser phone (web/api_softphone.py)
     if agents is not None:
         add_agent_routes(app, agents)
         add_desktop_routes(app, pool, live_state)

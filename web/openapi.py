@@ -12,9 +12,12 @@ from pydantic import BaseModel
 from acd.config_store import RESOURCES
 from ivr.flow_model import Flow
 from reporting.reports import QUEUE_FIELDS
+from web.api_agents import TransferIn
 from web.api_recordings import ControlIn, ErasureIn, SearchIn
 from web.api_reports import AGENT_FIELDS, AgentReportIn, CallsIn, IvrReportIn, QueueReportIn, RebuildIn
+from web.api_security import openapi_paths as security_paths
 from web.api_sipinfo import openapi_paths as sipinfo_paths
+from web.api_softphone import openapi_paths as softphone_paths
 from web.api_supervision import ModeIn, SessionIn
 
 ERR = {"$ref": "#/components/schemas/Error"}
@@ -158,6 +161,28 @@ def build() -> dict[str, Any]:
         if body:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
         paths[f"/api/v1/agents/{{agent}}/{path}"] = {"post": op}
+    call_errors = {**agent_errors,
+                   "409": _resp("the agent has no call (hold, transfer), the call is already on hold (hold) or not "
+                                "on hold by this API (unhold); current_state says the agent's state", ERR),
+                   "502": _resp("the PBX answered but did not do it (e.g. the call ended meanwhile)", ERR)}
+    paths["/api/v1/agents/{agent}/hold"] = {"post": {
+        "summary": "Put the caller of the agent's current queue call on hold (server-side: the call stays in the "
+                   "queue's bridge; Asterisk raises Hold for the agent's channel, so the time counts as hold_s). "
+                   f"Answers once Asterisk confirmed: state on_hold. {who}", "parameters": agent_param,
+        "responses": {"200": _resp("the agent's new state", state_ref), **call_errors}}}
+    paths["/api/v1/agents/{agent}/unhold"] = {"post": {
+        "summary": "Take the caller off a hold made with POST .../hold (a hold made on the phone is ended there). "
+                   f"Answers once Asterisk confirmed: state on_call. {who}", "parameters": agent_param,
+        "responses": {"200": _resp("the agent's new state", state_ref), **call_errors}}}
+    paths["/api/v1/agents/{agent}/transfer"] = {"post": {
+        "summary": "Blind-transfer the caller of the agent's current queue call (AMI BlindTransfer: the agent's leg "
+                   "ends, AgentComplete Reason=transfer, the call's facts say transferred) to an extension (a phone "
+                   f"named by the digits) or else a number through the carrier trunk. {who}",
+        "parameters": agent_param, "requestBody": _json_body(_model_ref(TransferIn, components)),
+        "responses": {"200": _resp("transfer accepted by the PBX", {"type": "object", "properties": {
+            "agent": {"type": "string"}, "to": {"type": "string"},
+            "kind": {"type": "string", "enum": ["extension", "number"]}, "linkedid": {"type": "string"}}}),
+            **call_errors, "422": _resp("to: not 2-20 digits", ERR)}}}
     paths["/api/v1/agents/{agent}/force"] = {"post": {
         "summary": "Supervisor force: set an agent to available, paused (with reason) or logged_out. "
                    "Roles: supervisor of the agent's team, admin", "parameters": agent_param,
@@ -300,6 +325,8 @@ def build() -> dict[str, Any]:
     _report_paths(paths, components)
     _web_ui_paths(paths, components)
     sipinfo_paths(paths)
+    security_paths(paths)
+    softphone_paths(paths)
     return {
         "openapi": "3.0.3",
         "info": {"title": "ccpbx service API", "version": "0.2.0",

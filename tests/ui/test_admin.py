@@ -24,7 +24,7 @@ from tests.ui.conftest import Ui
 pytestmark = [pytest.mark.live, pytest.mark.ui, pytest.mark.asyncio]
 
 TABS = ["agents", "phones", "skills", "teams", "queues", "routes", "hours", "pause-reasons", "dispositions",
-        "vip-callers", "prompts", "users", "flows"]
+        "vip-callers", "prompts", "users", "security", "flows"]
 
 
 class Cleanup:

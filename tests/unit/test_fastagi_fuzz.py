@@ -261,7 +261,7 @@ async def test_a_client_dribbling_its_header_is_bounded_by_the_whole_header_time
         try:
             await still_serving(server)  # served meanwhile
             assert await asyncio.wait_for(reader.read(), 3) == b""
-            assert 0.4 < time.monotonic() - t0 < 1.5
+            assert 0.4 < time.monotonic() - t0 < 2.5  # 0.5 s, with room for a loaded CI machine
         finally:
             task.cancel()
             writer.close()
