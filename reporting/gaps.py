@@ -16,7 +16,7 @@ from pathlib import Path
 
 import asyncpg
 
-from reporting.reconcile import reconcile
+from reporting.reconcile import close_lost_calls, reconcile
 
 log = logging.getLogger("reporting.gaps")
 
@@ -33,6 +33,7 @@ class EventGaps:
         self.cel_file = cel_file
         self.mark = mark
         self.clock = clock
+        self.closed_since: list[float] = []
 
     async def open_since_last_event(self) -> None:
         """At start: the service was not running since the last event it stored."""
@@ -48,7 +49,8 @@ class EventGaps:
             self.node, datetime.fromtimestamp(self.clock() if since is None else since, UTC))
 
     async def close(self) -> int:
-        """The connection is back: close the open gap, reconcile it from queue_log; returns the calls rebuilt."""
+        """The connection is back: close the open gap, reconcile it from queue_log; returns the calls rebuilt.
+        The starts of the gaps closed are kept in `closed_since` for `close_lost` (called a little later)."""
         now = self.clock()
         rows = await self.pool.fetch(
             """UPDATE event_gaps SET until = $2 WHERE node = $1 AND until IS NULL RETURNING id, since""",
@@ -60,10 +62,25 @@ class EventGaps:
         for r in {row["id"]: row for row in rows}.values():
             linkedids = await reconcile(self.pool, self.node, self.queue_log, r["since"].timestamp() - MARGIN_S,
                                         now, self.cel_file)
+            self.closed_since.append(r["since"].timestamp())
             for linkedid in linkedids:
                 self.mark(linkedid)
             n += len(linkedids)
             await self.pool.execute("UPDATE event_gaps SET reconciled_at = now() WHERE id = $1", r["id"])
         if n:
             log.info("reconciled %d call(s) from queue_log", n)
+        return n
+
+    async def close_lost(self, live: frozenset[str]) -> int:
+        """After the gaps are closed and the events from before them stored: end the calls Asterisk lost in them
+        (reconcile.close_lost_calls; `live` = the uniqueids of a fresh CoreShowChannels). Returns how many calls."""
+        if not self.queue_log.exists():  # without queue_log no recorded end can be ruled out
+            self.closed_since.clear()
+            return 0
+        n = 0
+        while self.closed_since:
+            since = self.closed_since.pop(0)
+            for linkedid in await close_lost_calls(self.pool, self.node, live, since):
+                self.mark(linkedid)
+                n += 1
         return n

@@ -188,7 +188,8 @@ def project(events: Iterable[Ev], extras: CallExtras | None = None, *,
             qc = _completed(calls, ev)
             if qc is not None:
                 _end_talk(qc, ev.ts)
-                qc.from_queue_log = ev.get("Source") == "queue_log"
+                # Rebuilt from queue_log, or closed because Asterisk lost the call: no after-call work will come.
+                qc.from_queue_log = ev.get("Source") in ("queue_log", "pbx_lost")
                 if (ev.get("Reason") or "").lower() == "transfer":
                     qc.transferred = True
         elif n == "QueueCallerAbandon":

@@ -26,7 +26,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -194,4 +194,75 @@ async def reconcile(pool: asyncpg.Pool, node: str, queue_log: Path, since: float
             """INSERT INTO call_events (node, event_key, name, ts, received_at, uniqueid, linkedid, queue, fields)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb) ON CONFLICT (node, event_key) DO NOTHING""", rows)
         log.info("reconciled %d call(s) from queue_log (%d events)", len(touched), len(rows))
+    return sorted(touched)
+
+
+#: Source of the events that close a call Asterisk lost (it crashed or restarted under it): no record of its end.
+LOST = "pbx_lost"
+#: How far back a lost call can have entered its queue (nobody waits or talks longer in one queue call).
+LOST_HORIZON = timedelta(hours=12)
+
+
+async def close_lost_calls(pool: asyncpg.Pool, node: str, live: frozenset[str], cut_at: float) -> list[str]:
+    """End the queue calls Asterisk lost: the caller joined the queue before `cut_at`, Asterisk no longer has the
+    caller's channel (`live`: the uniqueids of a fresh `CoreShowChannels`), and no stored event ends the call
+    (no Hangup of the caller, no abandon or leave while waiting, no AgentComplete once answered) — neither a
+    received one nor one reconciled from queue_log. Returns the linkedids to project.
+
+    Why: queue_log and CEL write nothing for a call that was up when Asterisk was killed, so its fact would stay
+    open for ever (counted in `offered`, re-projected every second). The call ended, for its caller, when the PBX
+    went away: at `cut_at` (the start of the gap: the instant the AMI connection dropped), or at the call's last
+    known event if that is later. A waiting caller becomes an abandon at that instant (the caller got no answer;
+    a short wait is a short abandon, as for any abandon), an answered call's talk ends there. The events carry
+    `Source: pbx_lost`. Call it after `reconcile` of the same gap and after the events received before the gap
+    are stored, so every end that was recorded is known.
+    """
+    cut = datetime.fromtimestamp(cut_at, UTC)
+    joins = [r for r in await pool.fetch(
+        """SELECT DISTINCT ON (uniqueid, queue) uniqueid, queue, linkedid FROM call_events
+           WHERE node = $1 AND name = 'QueueCallerJoin' AND ts < $2 AND ts > $3 AND uniqueid IS NOT NULL
+           ORDER BY uniqueid, queue, ts DESC""", node, cut, cut - LOST_HORIZON) if r["uniqueid"] not in live]
+    if not joins:
+        return []
+    events = await pool.fetch(
+        """SELECT uniqueid, queue, name, ts, fields->>'MemberName' AS member FROM call_events
+           WHERE node = $1 AND linkedid = ANY($2::text[])
+             AND name IN ('AgentConnect', 'AgentComplete', 'QueueCallerAbandon', 'QueueCallerLeave', 'Hangup')""",
+        node, sorted({r["linkedid"] for r in joins if r["linkedid"]}))
+    latest = {r["uniqueid"]: r["at"].timestamp() for r in await pool.fetch(
+        """SELECT uniqueid, max(ts) AS at FROM call_events WHERE node = $1 AND linkedid = ANY($2::text[])
+           GROUP BY uniqueid""", node, sorted({r["linkedid"] for r in joins if r["linkedid"]}))}
+    hung = {e["uniqueid"] for e in events if e["name"] == "Hangup"}
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for e in events:
+        d = seen.setdefault((e["uniqueid"], e["queue"]), {"names": set(), "member": None})
+        d["names"].add(e["name"])
+        if e["name"] == "AgentConnect":
+            d["member"] = e["member"]
+    rows: list[tuple[Any, ...]] = []
+    touched: set[str] = set()
+    for j in joins:
+        uid, queue, linkedid = j["uniqueid"], j["queue"], j["linkedid"] or j["uniqueid"]
+        d = seen.get((uid, queue), {"names": set(), "member": None})
+        names = d["names"]
+        if uid in hung or "AgentComplete" in names or "QueueCallerAbandon" in names:
+            continue  # its end is recorded
+        answered = "AgentConnect" in names
+        if not answered and "QueueCallerLeave" in names:
+            continue  # it left the queue (exit, overflow): the projection decides how
+        at = max(cut_at, latest.get(uid, 0.0))
+        base = {"Uniqueid": uid, "Linkedid": linkedid, "Queue": queue, "Source": LOST}
+        if answered:
+            name, fields = "AgentComplete", {**base, "MemberName": d["member"] or "", "Reason": LOST}
+        else:
+            name, fields = "QueueCallerAbandon", base
+        fields = {"Event": name, "Timestamp": f"{at:.6f}", **fields}
+        ts = datetime.fromtimestamp(at, UTC)
+        rows.append((node, _key(node, name, fields), name, ts, ts, uid, linkedid, queue, json.dumps(fields)))
+        touched.add(linkedid)
+    if rows:
+        await pool.executemany(
+            """INSERT INTO call_events (node, event_key, name, ts, received_at, uniqueid, linkedid, queue, fields)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb) ON CONFLICT (node, event_key) DO NOTHING""", rows)
+        log.warning("closed %d queue call(s) Asterisk lost (no record of their end) at %s", len(rows), cut.isoformat())
     return sorted(touched)

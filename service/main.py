@@ -54,6 +54,8 @@ from web.feed import FeedHub
 from web.sessions import SessionStore
 
 log = logging.getLogger("service")
+#: After a reconnect, when the calls Asterisk lost are looked for (the writer has stored the backlog by then).
+LOST_CALLS_DELAY_S = 3.0
 
 DB_WAIT_S = 60.0
 
@@ -273,7 +275,28 @@ class Service:
                 await self.gaps.close()
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("reconciliation failed (retried at the next reconnect): %s", exc)
+            if self.gaps.closed_since:
+                task = asyncio.create_task(self._lost_calls_later(LOST_CALLS_DELAY_S))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
         log.info("resynced: %d channel(s), %d queue member(s)", len(self.live.channels), len(self.live.members))
+
+    async def _lost_calls_later(self, delay: float) -> None:
+        """A moment after the resync (the events received before the gap are stored by then): calls that were up
+        when the connection dropped, that Asterisk no longer has and whose end nothing recorded, are closed at the
+        gap's start (Asterisk died under them; reporting/reconcile.py close_lost_calls)."""
+        await asyncio.sleep(delay)
+        if self.gaps is None or self.writer is None or not self.ami.connected:
+            return
+        try:
+            await self.writer.flush(10)
+            channels = await self.ami.list_events("CoreShowChannels")
+            live = frozenset(ev.uniqueid for ev in channels if ev.uniqueid)
+            if not self.ami.connected:
+                return  # a snapshot from a connection that dropped again proves nothing
+            await self.gaps.close_lost(live)
+        except (AmiError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            log.warning("closing calls lost in the gap failed (retried at the next reconnect): %s", exc)
 
     async def _members_again(self, delay: float) -> None:
         await asyncio.sleep(delay)
