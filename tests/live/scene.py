@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import pytest_asyncio
 
 from sim.baresip import BaresipPhone
 from sim.tones import detect_tone
@@ -109,3 +112,13 @@ async def start_trunk_caller(live: LiveStack, phones: list[BaresipPhone], number
     phones.append(p)
     await p.start()
     return p
+
+
+@pytest_asyncio.fixture(name="scene")
+async def scene_fixture(live_stack: LiveStack, ami: EventRecorder, phones: list[BaresipPhone],
+                        acd: Any) -> AsyncIterator[Scene]:
+    """The supervised queue call's parties, made before the test and removed after it (needs the `acd` fixture
+    imported into the test module)."""
+    s = await make_scene(live_stack, ami, phones, acd)
+    yield s
+    await drop_scene(live_stack, s)

@@ -8,15 +8,18 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from sim.baresip import BaresipPhone
-from tests.live.scene import Scene, drop_scene, make_scene, start_trunk_caller, tone_seconds
+from tests.live.scene import (
+    Scene,
+    scene_fixture,  # noqa: F401  (the `scene` fixture, used by name)
+    start_trunk_caller,
+    tone_seconds,
+)
 from tests.live.support import EventRecorder, eventually
 from tests.live.test_acd import acd, api  # noqa: F401  (acd: a fixture, used by name)
 from tests.live_stack import AGENT_TONE, CALLER_TONE, LiveStack
@@ -26,14 +29,6 @@ pytestmark = [pytest.mark.live, pytest.mark.asyncio]
 TALK_S = 2.5  # audio flows for a known time before the hold and after it
 HOLD_S = 3.0
 DESK_TONE = 1900.0
-
-
-@pytest_asyncio.fixture
-async def scene(live_stack: LiveStack, ami: EventRecorder, phones: list[BaresipPhone],
-                acd: Any) -> AsyncIterator[Scene]:  # noqa: F811
-    s = await make_scene(live_stack, ami, phones, acd)
-    yield s
-    await drop_scene(live_stack, s)
 
 
 def iso(ts: float) -> str:

@@ -8,17 +8,22 @@ import asyncio
 import hashlib
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 from sim.baresip import BaresipPhone
 from sim.tones import read_wav, rms
-from tests.live.scene import Scene, drop_scene, make_scene, start_trunk_caller, tone_seconds
+from tests.live.scene import (
+    Scene,
+    drop_scene,
+    make_scene,
+    scene_fixture,  # noqa: F401  (the `scene` fixture, used by name)
+    start_trunk_caller,
+    tone_seconds,
+)
 from tests.live.support import EventRecorder, eventually
 from tests.live.test_acd import acd, api  # noqa: F401  (acd: a fixture, used by name)
 from tests.live_stack import AGENT_TONE, CALLER_TONE, LiveStack
@@ -26,14 +31,6 @@ from tests.live_stack import AGENT_TONE, CALLER_TONE, LiveStack
 pytestmark = [pytest.mark.live, pytest.mark.asyncio]
 
 TALK_S = 2.0
-
-
-@pytest_asyncio.fixture
-async def scene(live_stack: LiveStack, ami: EventRecorder, phones: list[BaresipPhone],
-                acd: Any) -> AsyncIterator[Scene]:  # noqa: F811
-    s = await make_scene(live_stack, ami, phones, acd)
-    yield s
-    await drop_scene(live_stack, s)
 
 
 def monitor(live: LiveStack) -> Path:

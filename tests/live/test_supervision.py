@@ -5,15 +5,19 @@ hears the supervisor and the agent's leg is gone). Refusals start nothing; every
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 from sim.baresip import BaresipPhone
-from tests.live.scene import SUP_TONE, Scene, drop_scene, make_scene, start_trunk_caller, tone_seconds
+from tests.live.scene import (
+    SUP_TONE,
+    Scene,
+    scene_fixture,  # noqa: F401  (the `scene` fixture, used by name)
+    start_trunk_caller,
+    tone_seconds,
+)
 from tests.live.support import EventRecorder, eventually
 from tests.live.test_acd import acd  # noqa: F401  (a fixture, used by name)
 from tests.live_stack import AGENT_TONE, CALLER_TONE, LiveStack
@@ -21,14 +25,6 @@ from tests.live_stack import AGENT_TONE, CALLER_TONE, LiveStack
 pytestmark = [pytest.mark.live, pytest.mark.asyncio]
 
 PHASE_S = 2.5  # audio flows for a known time in each mode
-
-
-@pytest_asyncio.fixture
-async def scene(live_stack: LiveStack, ami: EventRecorder, phones: list[BaresipPhone],
-                acd: Any) -> AsyncIterator[Scene]:  # noqa: F811
-    s = await make_scene(live_stack, ami, phones, acd)
-    yield s
-    await drop_scene(live_stack, s)
 
 
 async def _start(scene: Scene, mode: str) -> dict[str, Any]:

@@ -17,7 +17,15 @@ import pytest_asyncio
 from playwright.async_api import Page, expect
 
 from sim.baresip import BaresipPhone
-from tests.live.scene import SUP_TONE, Scene, drop_scene, make_scene, start_trunk_caller, tone_seconds
+from tests.live.scene import (
+    SUP_TONE,
+    Scene,
+    drop_scene,
+    make_scene,
+    scene_fixture,  # noqa: F401  (the `scene` fixture, used by name)
+    start_trunk_caller,
+    tone_seconds,
+)
 from tests.live.support import EventRecorder, eventually
 from tests.live.test_acd import acd  # noqa: F401  (a fixture, used by name)
 from tests.live_stack import CALLER_TONE, LiveStack
@@ -27,14 +35,6 @@ pytestmark = [pytest.mark.live, pytest.mark.ui, pytest.mark.asyncio]
 
 CALLER = "+493055501234"
 WHISPER_S = 2.5  # audio flows for a known time while the supervisor whispers
-
-
-@pytest_asyncio.fixture
-async def scene(live_stack: LiveStack, ami: EventRecorder, phones: list[BaresipPhone],
-                acd: Any) -> AsyncIterator[Scene]:  # noqa: F811
-    s = await make_scene(live_stack, ami, phones, acd)
-    yield s
-    await drop_scene(live_stack, s)
 
 
 async def _password(ui: Ui, user: str) -> str:
