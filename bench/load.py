@@ -306,7 +306,7 @@ def bench_config(runtime: Path, node: str) -> tuple[Config, Path]:
     runtime.mkdir(parents=True, exist_ok=True)
     runtime.chmod(0o755)  # PostgreSQL runs as its own user and must reach its data folder
     data = build_config_data(runtime, agents=0, supervisors=0, node=node)
-    # Two RTP ports (RTP + RTCP) per channel, two channels per call: the default 400-port range holds ~100
+    # Two RTP ports (RTP + RTCP) per channel, two channels per call: the bench ramps past the default range's ~600
     # calls. Both targets get the same wide range.
     start = random.randrange(20000, 36000, 2)
     data["sip"]["rtp_start"], data["sip"]["rtp_end"] = start, start + 3999

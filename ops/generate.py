@@ -37,8 +37,10 @@ def free_udp_tcp_port() -> int:
     raise RuntimeError("no free port found")
 
 
-def rtp_range(size: int = 400) -> tuple[int, int]:
-    """A random even-aligned RTP range in 20000-39999, so parallel PBXs rarely overlap."""
+def rtp_range(size: int = 2400) -> tuple[int, int]:
+    """A random even-aligned RTP range in 20000-39999, so parallel PBXs rarely overlap. 2 400 ports hold ~600
+    concurrent calls (two channels a call, an RTP and an RTCP port each): more than this 2-core machine carries
+    (bench/load.py); a smaller range was the first limit a busy center would hit."""
     start = random.randrange(20000, 40000 - size, 2)
     return start, start + size - 1
 
