@@ -260,7 +260,11 @@ async def test_a_client_dribbling_its_header_is_bounded_by_the_whole_header_time
         task = asyncio.create_task(dribble())
         try:
             await still_serving(server)  # served meanwhile
-            assert await asyncio.wait_for(reader.read(), 3) == b""
+            try:
+                got = await asyncio.wait_for(reader.read(), 3)
+            except ConnectionResetError:  # closed with a byte of ours unread: the kernel resets, also a close
+                got = b""
+            assert got == b""
             assert 0.4 < time.monotonic() - t0 < 2.5  # 0.5 s, with room for a loaded CI machine
         finally:
             task.cancel()
