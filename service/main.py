@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import signal
 import time
+from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any
 
@@ -101,6 +102,7 @@ class Service:
         self.gaps: EventGaps | None = None
         self.sip_guard: SipGuard | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._session_purge: asyncio.Task[None] | None = None
         self.screenpop = ScreenPopNotifier(cfg.screenpop.url, cfg.screenpop.secret, publish=self.feed.publish)
         self.runner: web.AppRunner | None = None
         self._consumer: asyncio.Task[None] | None = None
@@ -186,9 +188,8 @@ class Service:
         if self.runner:
             await self.runner.cleanup()
         await self.ami.stop()
-        purge = getattr(self, "_session_purge", None)
-        if purge is not None:
-            purge.cancel()
+        if self._session_purge is not None:
+            self._session_purge.cancel()
         if self._consumer:
             self._consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -213,9 +214,7 @@ class Service:
             ev = await self.ami.events.get()
             try:
                 if ev.name == "AmiDisconnected" and self.gaps is not None:
-                    task = asyncio.create_task(self._gap_opened())
-                    self._background.add(task)
-                    task.add_done_callback(self._background.discard)
+                    self._spawn(self._gap_opened())
                 if self.sip_guard is not None:
                     self.sip_guard.on_event(ev)
                 self.live.apply(ev)
@@ -266,9 +265,7 @@ class Service:
             # newer events). After a reconnect no other snapshot comes, so an agent whose call began just before
             # the connection was lost (Asterisk crashed under it) would stay on_call forever: look once more
             # after the grace (tests/live/test_chaos.py).
-            task = asyncio.create_task(self._members_again(self.agents.book.reconcile_grace_s + 0.5))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._spawn(self._members_again(self.agents.book.reconcile_grace_s + 0.5))
         self.live.ami_connected = True
         if self.gaps is not None:
             try:
@@ -276,10 +273,14 @@ class Service:
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("reconciliation failed (retried at the next reconnect): %s", exc)
             if self.gaps.closed_since:
-                task = asyncio.create_task(self._lost_calls_later(LOST_CALLS_DELAY_S))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._spawn(self._lost_calls_later(LOST_CALLS_DELAY_S))
         log.info("resynced: %d channel(s), %d queue member(s)", len(self.live.channels), len(self.live.members))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` beside the consumer, holding a reference until it is done (a bare task may be collected)."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _lost_calls_later(self, delay: float) -> None:
         """A moment after the resync (the events received before the gap are stored by then): calls that were up
