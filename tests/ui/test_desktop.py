@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, WebSocketRoute, expect
 
 from sim.baresip import BaresipPhone
 from tests.live.scene import (
@@ -102,11 +102,19 @@ async def test_agent_ready_call_pops_wallboard_updates_and_whisper_is_heard(
     await expect(sup_page.locator("#feed-status")).to_have_text("live")
 
     # The agent pauses and goes ready from the page.
+    # The supervisor picks a pause reason in the agent's row before the agent's own changes re-render the table:
+    # the pick survives them.
+    row = sup_page.locator(f'#agents tr[data-agent="{scene.agent}"]')
+    await row.locator(f"#force-reason-{scene.agent}").select_option("training")
     await agent_page.select_option("#pause-reason", "break")
     await agent_page.click("#btn-pause")
     await expect(agent_page.locator("#state")).to_contain_text("Paused · break")
-    row = sup_page.locator(f'#agents tr[data-agent="{scene.agent}"]')
     await expect(row).to_have_attribute("data-state", "paused")
+    await agent_page.click("#btn-ready")
+    await expect(agent_page.locator("#state")).to_contain_text("Ready")
+    await expect(row).to_have_attribute("data-state", "available")
+    await row.locator(".btn-force-pause").click()
+    await expect(agent_page.locator("#state")).to_contain_text("Paused · training")
     await agent_page.click("#btn-ready")
     await expect(agent_page.locator("#state")).to_contain_text("Ready")
     _, state = await asyncio.to_thread(live_stack.api, "GET", f"/api/v1/agents/{scene.agent}/state")
@@ -195,6 +203,14 @@ async def test_agent_holds_resumes_pci_pauses_and_codes_the_call_from_the_page(
     scene = wrapup_scene
     tag = scene.team[2:]
     page = await ui.sign_in(f"a-{tag}", await _password(ui, f"a-{tag}"))
+    # The feed runs through Playwright so the test can cut it: the page re-renders when it comes back.
+    feeds: list[WebSocketRoute] = []
+
+    def through(ws: WebSocketRoute) -> None:
+        ws.connect_to_server()
+        feeds.append(ws)
+    await page.route_web_socket("**/api/v1/feed", through)
+    await page.reload()
     await expect(page.locator("#feed-status")).to_have_text("live")
     caller = await start_trunk_caller(live_stack, phones, CALLER)
     connect = await scene.call(caller)
@@ -224,6 +240,12 @@ async def test_agent_holds_resumes_pci_pauses_and_codes_the_call_from_the_page(
     await caller.hangup()
     await expect(page.locator("#state")).to_contain_text("After-call work")
     await page.select_option("#disposition", "resolved")
+    # A re-render between the choice and "Save code" (any feed event does one) keeps the choice: the feed is cut
+    # and comes back, the page refreshes and draws a new select, which still holds "resolved".
+    await page.evaluate("document.getElementById('disposition').dataset.old = '1'")
+    await feeds[-1].close()
+    await expect(page.locator("#feed-status")).to_have_text("live")
+    await expect(page.locator("#disposition:not([data-old])")).to_have_value("resolved")
     await page.click("#btn-disposition")
     await expect(page.locator("#disposed")).to_have_text("code: resolved")
     await ui.shot(page, "agent-desktop-wrap-up")

@@ -9,7 +9,10 @@ import { mountSoftphone } from "./softphone.js";
 const agent = me.agent;
 const root = document.getElementById("app");
 const view = { state: "logged_out", since: null, reason: null, call: null, pop: null, history: [], reasons: [],
-  codes: [], recording: null, disposed: null };
+  codes: [], recording: null, disposed: null,
+  // What the agent has chosen or typed but not sent yet: a feed event re-renders the page at any moment and
+  // must not undo a half-made choice (the wrap-up code picked just before "Save code", a number being typed).
+  draft: { code: "", transfer: "", reason: "" } };
 
 const el = {
   state: h("div", { id: "state", class: "state-big" }),
@@ -46,7 +49,11 @@ async function refresh() {
   view.reason = d.state.reason;
   view.reasons = d.pause_reasons;
   view.codes = d.dispositions;
-  if (d.call?.linkedid !== view.call?.linkedid) view.disposed = null;
+  if (d.call?.linkedid !== view.call?.linkedid) {
+    view.disposed = null;
+    view.draft.code = "";
+    view.draft.transfer = "";
+  }
   view.call = d.call;
   view.history = d.history;
   if (!d.call) view.pop = null;
@@ -66,8 +73,9 @@ const cmd = (path, body, okMsg) => (ev) => act(ev?.currentTarget, async () => {
 
 function renderActions() {
   const s = view.state;
-  const reasonSelect = h("select", { id: "pause-reason", "aria-label": "Pause reason" },
-    view.reasons.map((r) => h("option", { value: r.code }, r.label)));
+  const reasonSelect = h("select", { id: "pause-reason", "aria-label": "Pause reason",
+    on: { change: (ev) => { view.draft.reason = ev.currentTarget.value; } } },
+    view.reasons.map((r) => h("option", { value: r.code, selected: view.draft.reason === r.code }, r.label)));
   const pause = h("button", { id: "btn-pause", type: "button",
     on: { click: (ev) => cmd("pause", { reason: reasonSelect.value }, "Paused")(ev) } }, "Pause");
   const items = [];
@@ -104,7 +112,8 @@ function renderCall() {
   if (view.state === "on_hold") buttons.push(h("button", { id: "btn-unhold", class: "primary", on: { click: cmd("unhold") } }, "Resume call"));
   if (["on_call", "on_hold"].includes(view.state)) {
     const to = h("input", { id: "transfer-to", placeholder: "extension or number", inputmode: "tel", maxlength: "20",
-      pattern: "[0-9]{2,20}", "aria-label": "Transfer to" });
+      pattern: "[0-9]{2,20}", "aria-label": "Transfer to", value: view.draft.transfer,
+      on: { input: (ev) => { view.draft.transfer = ev.currentTarget.value; } } });
     buttons.push(to, h("button", { id: "btn-transfer", on: { click: (ev) => {
       if (!/^[0-9]{2,20}$/.test(to.value)) { toast("Transfer to: 2 to 20 digits", "error"); return; }
       cmd("transfer", { to: to.value }, `Transferred to ${to.value}`)(ev);
@@ -125,14 +134,17 @@ function renderCall() {
     }
   }
   if (["on_call", "on_hold", "acw"].includes(view.state) && view.codes.length) {
-    const sel = h("select", { id: "disposition", "aria-label": "Wrap-up code" },
+    const chosen = view.draft.code || view.disposed;
+    const sel = h("select", { id: "disposition", "aria-label": "Wrap-up code",
+      on: { change: (ev) => { view.draft.code = ev.currentTarget.value; } } },
       h("option", { value: "" }, "Wrap-up code…"), view.codes.map((d) => h("option", { value: d.code,
-        selected: view.disposed === d.code }, d.label)));
+        selected: chosen === d.code }, d.label)));
     buttons.push(sel, h("button", { id: "btn-disposition", on: { click: (ev) => {
       if (!sel.value) { toast("Choose a wrap-up code", "error"); return; }
       act(ev.currentTarget, async () => {
         await api("POST", `/api/v1/agents/${encodeURIComponent(agent)}/disposition`, { code: sel.value });
         view.disposed = sel.value;
+        view.draft.code = "";
         render();
       }, "Wrap-up code saved");
     } } }, "Save code"));
@@ -156,12 +168,16 @@ function tickTime() {
 }
 
 function render() {
+  const focused = document.activeElement?.id;
   clear(el.state, stateBadge(view.state, view.reason));
   tickTime();
   el.state.dataset.state = view.state;
   renderActions();
   renderCall();
   renderHistory();
+  // The re-rendered input or select is a new element: give the keyboard back to the one the agent was using.
+  const again = focused && focused !== "app" ? document.getElementById(focused) : null;
+  if (again && ["INPUT", "SELECT"].includes(again.tagName)) again.focus();
 }
 
 function onMessage(m) {

@@ -8,7 +8,8 @@ import {
 } from "./common.js";
 
 const root = document.getElementById("app");
-const view = { queues: new Map(), agents: new Map(), sessions: [], reasons: [] };
+// forceReason: the pause reason picked per agent, kept across the re-render every agent event causes.
+const view = { queues: new Map(), agents: new Map(), sessions: [], reasons: [], forceReason: new Map() };
 const feedStatus = h("span", { id: "feed-status", class: "conn down" }, "connecting…");
 const board = h("div", { id: "wallboard", class: "kpi-board" });
 const agentsBox = h("div", { id: "agents-box", class: "table-wrap" });
@@ -94,8 +95,10 @@ function renderAgents() {
     } },
     { key: (r) => r, label: "Force", fmt: (r) => h("div", { class: "buttons" },
       h("button", { class: "small btn-force-ready", dataset: { agent: r.agent }, on: { click: force(r.agent, "available") } }, "Ready"),
-      h("select", { id: `force-reason-${r.agent}`, class: "small", "aria-label": `pause reason for ${r.agent}` },
-        view.reasons.map((p) => h("option", { value: p.code }, p.label))),
+      h("select", { id: `force-reason-${r.agent}`, class: "small", "aria-label": `pause reason for ${r.agent}`,
+        on: { change: (ev) => view.forceReason.set(r.agent, ev.currentTarget.value) } },
+        view.reasons.map((p) => h("option", { value: p.code, selected: view.forceReason.get(r.agent) === p.code },
+          p.label))),
       h("button", { class: "small btn-force-pause", dataset: { agent: r.agent }, on: { click: force(r.agent, "paused") } }, "Pause"),
       h("button", { class: "small danger btn-force-logout", dataset: { agent: r.agent },
         on: { click: force(r.agent, "logged_out") } }, "Log out")) },
