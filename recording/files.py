@@ -42,7 +42,8 @@ def name_for(uniqueid: str, suffix: str = "") -> str:
 
 
 def wav_closed(path: Path) -> bool:
-    """Asterisk writes the RIFF sizes when it closes the file: until then the header says 0 bytes."""
+    """Asterisk writes the RIFF sizes when it closes the file: until then the header says 0 bytes. A file closed
+    with no audio in it (stopped before the first frame was written) is closed too: RIFF size 36, 44 bytes."""
     try:
         with path.open("rb") as fh:
             head = fh.read(WAV_HEADER)
@@ -52,7 +53,7 @@ def wav_closed(path: Path) -> bool:
     if len(head) < WAV_HEADER or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
         return False
     riff_size = struct.unpack_from("<I", head, 4)[0]
-    return riff_size == size - 8 and size > WAV_HEADER
+    return riff_size == size - 8 and size >= WAV_HEADER
 
 
 def measure(path: Path) -> Measured:

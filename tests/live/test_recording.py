@@ -5,6 +5,7 @@ retention purge and erasure by caller number that remove exactly their files and
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import urllib.error
 import urllib.request
@@ -53,6 +54,13 @@ def http_get(live: LiveStack, path: str, token: str, headers: dict[str, str] | N
             return resp.status, dict(resp.headers), resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
+
+
+async def has_audio(path: Path) -> bool:
+    """Audio written to a recording's file (MixMonitor creates it with the first frames)."""
+    def size() -> int:
+        return path.stat().st_size if path.is_file() else 0
+    return await asyncio.to_thread(size) > 44
 
 
 def window_rms(path: Path, start_s: float, end_s: float) -> float:
@@ -186,10 +194,15 @@ async def test_erasure_and_retention_purge_remove_exactly_their_recordings(
             path = f"/api/v1/agents/{scene.agent}/recording"
             status, body = await scene.as_(scene.agent_token, "POST", path, {"action": "stop"})
             assert (status, body["error"]) == (403, "forbidden"), body
+            # Stopped once audio is in the file (as a supervisor would, seconds into the call): its row is
+            # finished from the file Asterisk closed, with that audio's length.
+            name = await db.fetchval("SELECT file FROM recordings WHERE linkedid = $1", connect.linkedid)
+            await eventually(functools.partial(has_audio, monitor(live_stack) / name),
+                             what="audio in the recording's file")
             status, body = await scene.as_(scene.sup_token, "POST", path, {"action": "stop"})
             assert status == 200, body
             (stopped,) = await finished(db, connect.linkedid)
-            assert stopped["status"] == "complete"
+            assert stopped["status"] == "complete" and stopped["duration_s"] > 0, dict(stopped)
         await caller.hangup()
         (rows[number],) = await finished(db, connect.linkedid)
         assert rows[number]["caller"] == number and (monitor(live_stack) / rows[number]["file"]).is_file()

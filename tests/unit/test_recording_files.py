@@ -74,10 +74,14 @@ def test_wav_closed_only_once_the_sizes_are_written(tmp_path: Path) -> None:
     assert not files.wav_closed(path)
 
 
-def test_wav_closed_false_for_a_header_alone_or_not_a_wav(tmp_path: Path) -> None:
+def test_wav_closed_for_a_closed_empty_file_but_not_an_open_header_or_not_a_wav(tmp_path: Path) -> None:
+    # Stopped before the first frame was written (a supervisor's stop right after the answer): closed, 0 s.
     empty = tmp_path / "empty.wav"
-    write_closed_wav(empty, 0)  # sizes consistent, but no audio at all
-    assert not files.wav_closed(empty)
+    write_closed_wav(empty, 0)
+    assert files.wav_closed(empty) and files.measure(empty).duration_s == 0
+    opened = tmp_path / "open.wav"
+    write_open_wav(opened, 0)  # the same 44 bytes while Asterisk still records: sizes 0
+    assert not files.wav_closed(opened)
     short = tmp_path / "short.wav"
     short.write_bytes(b"RIFF")
     assert not files.wav_closed(short)
