@@ -249,6 +249,13 @@ async def test_half_open_ami_is_detected_within_two_heartbeats_and_reconnected(
             h = await eventually(lambda: healthy(live_stack), timeout=30, what="service healthy through the proxy")
             assert proxy.connections == 1
             failures = h["ami"]["heartbeat_failures"]
+
+            # The swapped-in service opened a gap at its start (since its last stored event) and closes it in its
+            # first resync, which may finish after /healthz turns green: the fault starts once it is closed.
+            async def none_open() -> bool:
+                return not await db.fetchval("SELECT count(*) FROM event_gaps WHERE node = $1 AND until IS NULL",
+                                             live_stack.cfg.node)
+            await eventually(none_open, what="the start-up gap closed")
             t0 = time.time()
             proxy.blackhole()
 
